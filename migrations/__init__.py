@@ -1,0 +1,1 @@
+"""Alembic migrations for colecache's SQL schema (installed as `colecache.migrations`)."""

@@ -1,0 +1,46 @@
+"""The FastAPI application: settings in, lifespan builds the services, routers serve them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..embedding.backend import TransformerBackend
+from ..settings import Settings, get_settings
+from .errors import BodyLimitMiddleware, install_error_handlers
+from .routes import embed, health
+from .state import Services, load_model, open_stores, shutdown
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, backend: TransformerBackend | None = None) -> FastAPI:
+    """Build the app. `backend` injects an already-loaded model (tests use tiny local models)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        services = Services(settings=settings, cache=await open_stores(settings))
+        app.state.services = services
+        # The model loads in the background: /health answers at once, /ready once it is warm.
+        services.loader = asyncio.create_task(load_model(services, backend), name="colecache-load-model")
+        try:
+            yield
+        finally:
+            await shutdown(services)
+
+    app = FastAPI(
+        title="colecache",
+        version=__version__,
+        summary="COLE code embeddings and surrogate predictions for neural architecture search.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(embed.router)
+    return app

@@ -1,0 +1,20 @@
+"""Request-scoped access to the running services."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from ..pipeline import EmbedPipeline
+from .errors import NotReady
+from .state import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_pipeline(request: Request) -> EmbedPipeline:
+    services = get_services(request)
+    if services.pipeline is None:
+        raise NotReady(services.startup_error or "model is loading")
+    return services.pipeline

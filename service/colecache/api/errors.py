@@ -1,0 +1,118 @@
+"""Map domain errors to status codes: bad input is a 4xx that names the item and the reason, never a 500."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from colecache_client.spaces import SpecError
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..embedding.fingerprint import FingerprintError
+from ..embedding.queue import QueueClosed, QueueFull
+from ..pipeline import TruncatedItems
+from ..specs import InvalidSpecs
+from .responses import FastJSONResponse
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with a status code and a message meant for the caller."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None):
+        self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
+        super().__init__(detail)
+
+
+class NotReady(ApiError):
+    def __init__(self, reason: str):
+        super().__init__(503, f"not ready: {reason}", headers={"Retry-After": "5"})
+
+
+def error_response(status: int, detail: str, errors: list[dict] | None = None, headers=None) -> FastJSONResponse:
+    body: dict = {"detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return FastJSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return error_response(exc.status, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(InvalidSpecs)
+    async def _invalid_specs(_: Request, exc: InvalidSpecs):
+        return error_response(422, str(exc), [e.as_dict() for e in exc.errors])
+
+    @app.exception_handler(TruncatedItems)
+    async def _truncated(_: Request, exc: TruncatedItems):
+        errors = [e.as_dict() for e in exc.errors]
+        return error_response(422, f"{len(exc.errors)} item(s) exceed max_length: {exc}", errors)
+
+    @app.exception_handler(SpecError)
+    async def _spec_error(_: Request, exc: SpecError):
+        return error_response(422, str(exc))
+
+    @app.exception_handler(FingerprintError)
+    async def _fingerprint_error(_: Request, exc: FingerprintError):
+        return error_response(422, str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_: Request, exc: QueueFull):
+        return error_response(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after))})
+
+    @app.exception_handler(QueueClosed)
+    async def _queue_closed(_: Request, exc: QueueClosed):
+        return error_response(503, str(exc), headers={"Retry-After": "5"})
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, size: int, limit: int):
+        super().__init__(413, f"request body of {size}+ bytes exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, by Content-Length up front or by counting a chunked body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send, int(declared))
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(seen, self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(scope, receive, send, seen)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        exc = BodyTooLarge(size, self.max_bytes)
+        await error_response(exc.status, exc.detail)(scope, receive, send)

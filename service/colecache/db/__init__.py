@@ -1,0 +1,1 @@
+"""The SQL layer: table definitions, engine set-up and alembic migrations."""

