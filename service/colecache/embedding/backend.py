@@ -7,6 +7,7 @@ safe to call from any thread.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import threading
@@ -133,6 +134,9 @@ class TransformerBackend:
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.left_padding = getattr(tokenizer, "padding_side", "right") == "left"
+        # Positions must come from the mask, or a left-padded row would see shifted positions and
+        # its vector would depend on how long the other rows of its batch are.
+        self.takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
         # We enforce limits ourselves; stop the tokenizer warning about long inputs.
         tokenizer.model_max_length = int(1e9)
 
@@ -210,6 +214,8 @@ class TransformerBackend:
         input_ids = input_ids.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
         kwargs = {"use_cache": False} if getattr(self.model.config, "use_cache", False) else {}
+        if self.takes_position_ids:
+            kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=need_all, **kwargs)
             # The final state always comes from last_hidden_state, so a vector never depends on

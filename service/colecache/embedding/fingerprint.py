@@ -63,7 +63,8 @@ def resolve(identity: ModelIdentity, defaults: EmbedOptions, options: EmbedOptio
         raise FingerprintError(f"this server embeds with model {identity.model!r}, not {options.model!r}")
     pooling = options.pooling or defaults.pooling or "mean"
     layer = options.layer if options.layer is not None else (defaults.layer if defaults.layer is not None else -1)
-    max_length = options.max_length or defaults.max_length or identity.max_positions
+    # The server default is a ceiling (clamped to the model); an explicit request value must fit.
+    max_length = options.max_length or min(defaults.max_length or identity.max_positions, identity.max_positions)
     normalize = options.normalize if options.normalize is not None else bool(defaults.normalize)
     n = identity.num_hidden_states
     if not -n <= layer < n:

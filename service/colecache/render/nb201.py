@@ -97,8 +97,9 @@ Cell at 16, 32 and 64 channels; a residual block between stages halves the resol
 doubles the width; the classifier is BatchNorm, ReLU, global average pooling and a linear
 layer to {classes} classes. Every op inside the cell keeps the resolution and the width.
 
-Training: {train}, 200 epochs of SGD with Nesterov momentum 0.9, weight decay 5e-4,
-batch size 256, learning rate 0.1 with cosine annealing to 0, random crop and flip.
+Training on {train}: 200 epochs of SGD with Nesterov momentum 0.9,
+weight decay 5e-4, batch size 256, learning rate 0.1 with cosine annealing to 0, random
+crop and horizontal flip.
 """'''
 
 

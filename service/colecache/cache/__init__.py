@@ -1,0 +1,1 @@
+"""Embedding cache: keys, records, the hot and durable tiers, single-flight."""

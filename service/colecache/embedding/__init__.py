@@ -1,0 +1,1 @@
+"""The frozen language model: options, fingerprint, tokenization, pooling and the batching queue."""
