@@ -68,3 +68,15 @@ def test_truncation_keeps_special_tokens_and_flags_items(tiny_bert):
     assert not short.truncated and short.n_tokens < 32
     assert cut.truncated and cut.n_tokens == 32
     assert cut.ids[0] == tiny_bert.tokenizer.cls_token_id and cut.ids[-1] == tiny_bert.tokenizer.sep_token_id
+
+
+def test_one_forward_many_readouts_equals_separate_embeds(tiny_decoder):
+    tokens = tiny_decoder.tokenize(TEXTS, 10_000)
+    last = tiny_decoder.identity.num_hidden_states - 1
+    readouts = [("mean", last, False), ("last_token", 1, True), ("mean_all_layers", None, False)]
+    calls = tiny_decoder.stats.forward_calls
+    together = tiny_decoder.embed_readouts(tokens, readouts)
+    assert tiny_decoder.stats.forward_calls == calls + 1
+    for (pooling, layer, normalize), got in zip(readouts, together):
+        want = tiny_decoder.embed([BatchItem(t, pooling, layer, normalize) for t in tokens])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

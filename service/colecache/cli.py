@@ -107,6 +107,93 @@ def embed(
         typer.echo(json.dumps({k: item[k] for k in ("index", "arch", "source", "n_tokens", "truncated", "embedding")}))
 
 
+@app.command()
+def precompute(
+    space: Annotated[str, typer.Option(help="Search space to enumerate.")] = "nb201",
+    primitives: Annotated[Primitives, typer.Option()] = "exclude_helper",
+    context: Annotated[Context, typer.Option()] = "none",
+    dataset: Annotated[Dataset, typer.Option()] = "cifar10",
+    pooling: Annotated[
+        list[str] | None, typer.Option(help="Read-out(s) to cache; repeat to fill several from one forward.")
+    ] = None,
+    layer: Annotated[int | None, typer.Option(help="Hidden-state index (default COLECACHE_LAYER).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit (default COLECACHE_MAX_LENGTH).")] = None,
+    normalize: Annotated[bool | None, typer.Option(help="L2-normalise.")] = None,
+    url: Annotated[str | None, typer.Option(help="Fill a running server's cache over HTTP instead.")] = None,
+    chunk: Annotated[int, typer.Option(help="Specs per request with --url.")] = 256,
+) -> None:
+    """Embed every cell of a search space into the cache (resumable: cached cells are skipped)."""
+    from tqdm import tqdm
+
+    render_options = {"primitives": primitives, "context": context, "dataset": dataset}
+    poolings = pooling or [None]
+    if url:
+        _precompute_over_http(url, space, render_options, poolings, layer, max_length, normalize, chunk)
+        return
+    from .embedding.options import EmbedOptions
+    from .local import local_services
+    from .precompute import precompute_space
+    from .render import RenderOptions
+
+    readouts = [EmbedOptions(pooling=p, layer=layer, max_length=max_length, normalize=normalize) for p in poolings]
+    bar = tqdm(unit="cell", desc=f"precompute {space}", dynamic_ncols=True)
+
+    def total(n: int) -> None:
+        bar.reset(total=n)
+
+    async def run():
+        async with local_services() as services:
+            return await precompute_space(
+                services, space, RenderOptions(**render_options), readouts, on_progress=bar.update, on_total=total
+            )
+
+    report = asyncio.run(run())
+    bar.close()
+    typer.echo(
+        f"{report.cells} cells: {report.already_cached} already cached, {report.computed} computed "
+        f"in {report.seconds:.1f}s ({report.cells_per_second:.1f} cells/s); "
+        f"fingerprints {', '.join(report.fingerprints)}"
+    )
+
+
+def _precompute_over_http(url, space, render_options, poolings, layer, max_length, normalize, chunk) -> None:
+    import httpx
+    from colecache_client.spaces import get_space
+    from tqdm import tqdm
+
+    cells = [c.to_string() for c in get_space(space).all_cells()]
+    counts: dict[str, int] = {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=3600) as client:
+        for pooling in poolings:
+            embedder = {
+                k: v
+                for k, v in {
+                    "pooling": pooling,
+                    "layer": layer,
+                    "max_length": max_length,
+                    "normalize": normalize,
+                }.items()
+                if v is not None
+            }
+            with tqdm(total=len(cells), unit="cell", desc=f"precompute {space} {pooling or ''}".strip()) as bar:
+                for start in range(0, len(cells), chunk):
+                    body = {
+                        "specs": cells[start : start + chunk],
+                        "space": space,
+                        "render": render_options,
+                        "embedder": embedder,
+                        "encoding": "base64",
+                    }
+                    response = client.post("/embed", json=body)
+                    if response.status_code != 200:
+                        typer.echo(f"error {response.status_code}: {response.text}", err=True)
+                        raise typer.Exit(1)
+                    for source, n in response.json()["counts"].items():
+                        counts[source] = counts.get(source, 0) + n
+                    bar.update(len(body["specs"]))
+    typer.echo(f"{len(cells)} cells x {len(poolings)} read-out(s): {counts}")
+
+
 async def _embed_here(body: dict) -> dict:
     from .api.routes.embed import outcome_body
     from .api.schemas import EmbedRequest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 Arch = TypeVar("Arch", bound=Hashable)
@@ -56,6 +56,10 @@ class SearchSpace(ABC, Generic[Arch]):
     @abstractmethod
     def encodings(self) -> tuple[str, ...]:
         """Names accepted by `encode`."""
+
+    def all_cells(self) -> Iterator[Arch]:
+        """Every architecture, for spaces small enough to enumerate (whole-space precompute)."""
+        raise NotImplementedError(f"search space {self.name!r} cannot be enumerated")
 
     def dedupe(self, archs: Iterable[Arch], seen: Iterable[str] = ()) -> list[Arch]:
         """Keep the first architecture of each canonical class, skipping classes in `seen`."""

@@ -44,6 +44,16 @@ class SqlTier:
                     found[bytes(key)] = EmbeddingRecord(vector_from_bytes(bytes(vector)), n_tokens, bool(truncated))
         return found
 
+    def existing(self, keys: Sequence[bytes]) -> set[bytes]:
+        """Which of `keys` are stored (without reading the vectors)."""
+        out: set[bytes] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = list(keys[start : start + _CHUNK])
+                query = select(embeddings.c.key).where(embeddings.c.key.in_(chunk))
+                out.update(bytes(k) for (k,) in conn.execute(query))
+        return out
+
     def put_many(
         self, rows: Sequence[tuple[bytes, EmbeddingRecord]], fingerprint_id: str, renderer_versions: Sequence[str]
     ) -> dict[bytes, EmbeddingRecord]:

@@ -198,50 +198,79 @@ class TransformerBackend:
         return [Tokens(cut[i], True) if i in cut else Tokens(ids, False) for i, ids in enumerate(full)]
 
     # --- forward ---------------------------------------------------------------------------
-    def embed(self, items: Sequence[BatchItem]) -> np.ndarray:
-        """One padded forward over `items`; returns float32 (len(items), dim) in item order."""
-        width = max(item.tokens.n_tokens for item in items)
-        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, item in enumerate(items):
-            ids = torch.tensor(item.tokens.ids, dtype=torch.long)
+    def _needs_all_layers(self, readouts: Sequence[tuple[str, int | None]]) -> bool:
+        last = self.identity.num_hidden_states - 1
+        return any(pooling == "mean_all_layers" or layer != last for pooling, layer in readouts)
+
+    def _forward(self, tokens: Sequence[Tokens], need_all: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Pad, run the model once; returns (hidden states, mask). Without need_all only the last state."""
+        width = max(t.n_tokens for t in tokens)
+        input_ids = torch.full((len(tokens), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(tokens), width), dtype=torch.long)
+        for row, item in enumerate(tokens):
+            ids = torch.tensor(item.ids, dtype=torch.long)
             span = slice(width - len(ids), width) if self.left_padding else slice(0, len(ids))
             input_ids[row, span] = ids
             mask[row, span] = 1
-        last = self.identity.num_hidden_states - 1
-        need_all = any(item.pooling == "mean_all_layers" or item.layer != last for item in items)
-        started = time.perf_counter()
         input_ids = input_ids.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
         kwargs = {"use_cache": False} if getattr(self.model.config, "use_cache", False) else {}
         if self.takes_position_ids:
             kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=need_all, **kwargs)
+        # The final state always comes from last_hidden_state, so a vector never depends on
+        # whether other rows of its batch asked for the intermediate layers.
+        states = (*out.hidden_states[:-1], out.last_hidden_state) if need_all else (out.last_hidden_state,)
+        self.stats.forward_calls += 1
+        self.stats.items += len(tokens)
+        self.stats.padded_tokens += len(tokens) * width
+        return states, mask
+
+    def _read(self, states, mask, pooling: str, layer: int | None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if rows is not None:
+            states = tuple(h.index_select(0, rows) for h in states)
+            mask = mask.index_select(0, rows)
+        return pool(states, mask, pooling, layer if len(states) > 1 else -1)
+
+    @staticmethod
+    def _normalized(vectors: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return np.where(flags[:, None], vectors / norms, vectors).astype(np.float32, copy=False)
+
+    def embed(self, items: Sequence[BatchItem]) -> np.ndarray:
+        """One padded forward over `items`, each with its own read-out; float32 (len(items), dim) in order."""
+        started = time.perf_counter()
+        need_all = self._needs_all_layers([(item.pooling, item.layer) for item in items])
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=need_all, **kwargs)
-            # The final state always comes from last_hidden_state, so a vector never depends on
-            # whether other rows of its batch asked for the intermediate layers.
-            states = (*out.hidden_states[:-1], out.last_hidden_state) if need_all else None
+            states, mask = self._forward([item.tokens for item in items], need_all)
             vectors = torch.empty((len(items), self.identity.dim), dtype=torch.float32, device=self.device)
             groups: dict[tuple[str, int | None], list[int]] = defaultdict(list)
             for row, item in enumerate(items):
                 groups[(item.pooling, item.layer)].append(row)
             for (pooling, layer), rows in groups.items():
                 index = torch.tensor(rows, device=self.device)
-                if states is None:
-                    hidden = (out.last_hidden_state.index_select(0, index),)
-                    vectors[index] = pool(hidden, mask.index_select(0, index), pooling, -1)
-                else:
-                    hidden = tuple(h.index_select(0, index) for h in states)
-                    vectors[index] = pool(hidden, mask.index_select(0, index), pooling, layer)
-        result = vectors.cpu().numpy()
-        norms = np.linalg.norm(result, axis=1, keepdims=True)
-        wants_norm = np.array([item.normalize for item in items])[:, None]
-        result = np.where(wants_norm, result / np.maximum(norms, 1e-12), result).astype(np.float32, copy=False)
-        self.stats.forward_calls += 1
-        self.stats.items += len(items)
-        self.stats.padded_tokens += len(items) * width
+                vectors[index] = self._read(states, mask, pooling, layer, index)
+        result = self._normalized(vectors.cpu().numpy(), np.array([item.normalize for item in items]))
         self.stats.forward_seconds += time.perf_counter() - started
         return result
+
+    def embed_readouts(
+        self, tokens: Sequence[Tokens], readouts: Sequence[tuple[str, int | None, bool]]
+    ) -> list[np.ndarray]:
+        """One forward, several read-outs (pooling, layer, normalize) of every row: one array per read-out.
+
+        Whole-space precompute uses this to fill several fingerprints for the price of one forward.
+        """
+        started = time.perf_counter()
+        need_all = self._needs_all_layers([(pooling, layer) for pooling, layer, _ in readouts])
+        out = []
+        with torch.inference_mode():
+            states, mask = self._forward(tokens, need_all)
+            for pooling, layer, normalize in readouts:
+                vectors = self._read(states, mask, pooling, layer).cpu().numpy()
+                out.append(self._normalized(vectors, np.full(len(tokens), normalize)))
+        self.stats.forward_seconds += time.perf_counter() - started
+        return out
 
     def warmup(self) -> None:
         """One tiny forward so the first real request does not pay for lazy initialisation."""
