@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from colecache.api.state import Services, load_model, open_stores, shutdown
 from colecache.embedding.options import EmbedOptions
 from colecache.precompute import precompute_space
