@@ -1,0 +1,56 @@
+"""What a study's surrogate is made of. Defaults are the configuration chosen by the offline evaluation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FeatureConfig(BaseModel):
+    """Inputs of the head: the COLE vector (optionally reduced) and optional structural encodings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cole: bool = Field(True, description="Use the COLE embedding.")
+    reduce: Literal["none", "standardize", "pca", "whiten"] = Field(
+        "whiten",
+        description="`standardize` per dimension, `pca` projection, or `whiten` (PCA scaled to unit variance).",
+    )
+    components: int = Field(64, ge=1, le=4096, description="PCA components kept by `pca` / `whiten`.")
+    reference: Literal["observed", "space"] = Field(
+        "space",
+        description="Fit the reduction on the observed cells only, or on every cached cell of the search space "
+        "(unlabelled; falls back to observed + candidates when the space is not precomputed).",
+    )
+    structural: tuple[Literal["path", "onehot"], ...] = Field(
+        (), description="Structural encodings appended to the COLE features (search-space specs only)."
+    )
+    structural_weight: float = Field(1.0, gt=0, description="Scale of the structural block relative to COLE's.")
+
+
+class HeadConfig(BaseModel):
+    """The regression head. `mlp_ensemble` gives uncertainty from member disagreement."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["mlp_ensemble", "gp", "bayesian_ridge"] = "mlp_ensemble"
+    members: int = Field(5, ge=2, le=64, description="Ensemble size (mlp_ensemble).")
+    hidden: int = Field(64, ge=4, le=4096, description="Hidden units per layer (mlp_ensemble).")
+    layers: int = Field(2, ge=1, le=6)
+    epochs: int = Field(300, ge=1, le=20000)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["mse", "ranking", "mse+ranking"] = Field(
+        "mse", description="`ranking` is COLE's pairwise logistic ranking loss; `mse+ranking` adds both."
+    )
+    ranking_weight: float = Field(1.0, ge=0)
+    bootstrap: bool = Field(True, description="Each member sees its own bootstrap resample.")
+
+
+class SurrogateConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    seed: int = 0

@@ -1,0 +1,65 @@
+"""COLE vectors (and optional structural encodings) -> the head's input matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FeatureConfig
+
+
+class FeatureMap:
+    """Standardise / project / whiten the COLE block; standardise and append structural blocks.
+
+    The reduction is fitted on a reference set that needs no labels: the observed cells, or
+    the whole search space when its embeddings are cached (more data, better directions).
+    """
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self.mean: np.ndarray | None = None
+        self.scale: np.ndarray | None = None
+        self.basis: np.ndarray | None = None
+        self.struct_mean: np.ndarray | None = None
+        self.struct_scale: float = 1.0
+
+    def fit(self, cole: np.ndarray | None, struct: np.ndarray | None) -> FeatureMap:
+        cfg = self.config
+        if cfg.cole:
+            if cole is None:
+                raise ValueError("COLE features requested but no embeddings given")
+            cole = np.asarray(cole, dtype=np.float64)
+            self.mean = cole.mean(axis=0)
+            centred = cole - self.mean
+            if cfg.reduce in ("pca", "whiten"):
+                k = min(cfg.components, centred.shape[0] - 1, centred.shape[1])
+                _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+                self.basis = vt[: max(k, 1)].T
+                variance = (singular[: max(k, 1)] ** 2) / max(len(cole) - 1, 1)
+                if cfg.reduce == "whiten":
+                    self.scale = np.sqrt(np.maximum(variance, 1e-12))
+                else:
+                    self.scale = np.full(self.basis.shape[1], np.sqrt(max(variance.sum(), 1e-12) / len(variance)))
+            elif cfg.reduce == "standardize":
+                self.scale = np.maximum(centred.std(axis=0), 1e-8)
+            else:
+                self.scale = np.ones(cole.shape[1])
+        if cfg.structural:
+            if struct is None:
+                raise ValueError("structural features requested but none given")
+            struct = np.asarray(struct, dtype=np.float64)
+            self.struct_mean = struct.mean(axis=0)
+            # One scale for the whole block: a column that never varies among the observed cells
+            # must not blow up when a candidate finally has it.
+            self.struct_scale = max(float(np.sqrt(struct.var(axis=0).mean())), 1e-8)
+        return self
+
+    def transform(self, cole: np.ndarray | None, struct: np.ndarray | None) -> np.ndarray:
+        blocks = []
+        if self.config.cole:
+            centred = np.asarray(cole, dtype=np.float64) - self.mean
+            projected = centred @ self.basis if self.basis is not None else centred
+            blocks.append(projected / self.scale)
+        if self.config.structural:
+            z = (np.asarray(struct, dtype=np.float64) - self.struct_mean) / self.struct_scale
+            blocks.append(z * self.config.structural_weight)
+        return np.concatenate(blocks, axis=1).astype(np.float32)

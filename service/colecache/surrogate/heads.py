@@ -1,0 +1,163 @@
+"""Regression heads that return a mean and an uncertainty for every candidate.
+
+All heads see standardised targets; the Surrogate maps predictions back to objective units.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .config import HeadConfig
+
+
+class Head(Protocol):
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Head: ...
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class MLPEnsemble:
+    """M independently initialised MLPs, each on its own bootstrap resample, trained side by side.
+
+    All members are one batched network (weights shaped (M, in, out)), so an ensemble costs about
+    as much as a single wide MLP. The spread of the members is the uncertainty: members agree
+    where data constrain them and diverge away from it, and bootstrap plus distinct seeds keep
+    them genuinely different (an ensemble of identical members would report zero uncertainty).
+    """
+
+    def __init__(self, config: HeadConfig, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _init(self, n_in: int, generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        sizes = [n_in] + [self.config.hidden] * self.config.layers + [1]
+        members = self.config.members
+        params = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = 1.0 / math.sqrt(fan_in)
+            w = (torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound * math.sqrt(3)
+            b = (torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound
+            params.append((w.requires_grad_(), b.requires_grad_()))
+        return params
+
+    @staticmethod
+    def _forward(params, x: torch.Tensor) -> torch.Tensor:
+        """x: (M, n, d) -> (M, n)."""
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = torch.baddbmm(b, h, w)
+            if i < len(params) - 1:
+                h = torch.relu(h)
+        return h.squeeze(-1)
+
+    def _ranking_loss(self, pred: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Pairwise logistic loss on sampled pairs: the better cell of a pair should score higher."""
+        members, n = pred.shape
+        pairs = min(4096, n * (n - 1))
+        i = torch.randint(0, n, (members, pairs), generator=generator)
+        j = torch.randint(0, n, (members, pairs), generator=generator)
+        sign = torch.sign(torch.gather(y, 1, i) - torch.gather(y, 1, j))
+        margin = torch.gather(pred, 1, i) - torch.gather(pred, 1, j)
+        keep = sign != 0
+        return torch.nn.functional.softplus(-sign * margin)[keep].mean() if keep.any() else pred.sum() * 0
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> MLPEnsemble:
+        cfg = self.config
+        generator = torch.Generator().manual_seed(self.seed)
+        n = len(y)
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        if cfg.bootstrap:
+            index = torch.randint(0, n, (cfg.members, n), generator=generator)
+        else:
+            index = torch.arange(n).expand(cfg.members, n)
+        xb, yb = xt[index], yt[index]  # (M, n, d), (M, n)
+        params = self._init(x.shape[1], generator)
+        optimizer = torch.optim.AdamW(
+            [p for pair in params for p in pair], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        for _ in range(cfg.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            pred = self._forward(params, xb)
+            loss = pred.new_zeros(())
+            if cfg.loss in ("mse", "mse+ranking"):
+                loss = loss + torch.mean((pred - yb) ** 2)
+            if cfg.loss in ("ranking", "mse+ranking"):
+                loss = loss + cfg.ranking_weight * self._ranking_loss(pred, yb, generator)
+            loss.backward()
+            optimizer.step()
+        self.weights = [(w.detach(), b.detach()) for w, b in params]
+        if cfg.loss == "ranking":
+            # A pure ranking loss fixes no scale: map each member's scores onto the targets linearly.
+            with torch.no_grad():
+                scores = self._forward(self.weights, xt.expand(cfg.members, n, -1))
+            a = np.array([np.polyfit(s.numpy(), y, 1) for s in scores])
+            self.calibration = (
+                torch.as_tensor(a[:, 0:1], dtype=torch.float32),
+                torch.as_tensor(a[:, 1:2], dtype=torch.float32),
+            )
+        else:
+            self.calibration = None
+        return self
+
+    def member_predictions(self, x: np.ndarray) -> np.ndarray:
+        """(members, n) predictions, for inspection and Thompson sampling."""
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        with torch.no_grad():
+            out = self._forward(self.weights, xt.expand(self.config.members, *xt.shape))
+            if self.calibration is not None:
+                out = out * self.calibration[0] + self.calibration[1]
+        return out.numpy()
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        members = self.member_predictions(x)
+        return members.mean(axis=0), members.std(axis=0, ddof=1)
+
+
+class GaussianProcess:
+    """Exact GP (Matern 5/2 + noise), hyperparameters by marginal likelihood: a proper posterior std."""
+
+    def __init__(self, config: HeadConfig, seed: int = 0):
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(1.0, (1e-2, 1e3), nu=2.5) + WhiteKernel(0.1, (1e-6, 1e1))
+        self.model = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=False, random_state=seed, n_restarts_optimizer=1
+        )
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+        self.model.fit(x, y)
+        return self
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = self.model.predict(x, return_std=True)
+        return mean, std
+
+
+class BayesianRidgeHead:
+    """Bayesian linear regression: fast, with a posterior std that grows away from the data."""
+
+    def __init__(self, config: HeadConfig, seed: int = 0):
+        from sklearn.linear_model import BayesianRidge
+
+        self.model = BayesianRidge()
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> BayesianRidgeHead:
+        self.model.fit(x, y)
+        return self
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = self.model.predict(x, return_std=True)
+        return mean, std
+
+
+def make_head(config: HeadConfig, seed: int = 0) -> Head:
+    heads = {"mlp_ensemble": MLPEnsemble, "gp": GaussianProcess, "bayesian_ridge": BayesianRidgeHead}
+    return heads[config.kind](config, seed)
