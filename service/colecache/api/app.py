@@ -12,7 +12,7 @@ from .. import __version__
 from ..embedding.backend import TransformerBackend
 from ..settings import Settings, get_settings
 from .errors import BodyLimitMiddleware, install_error_handlers
-from .routes import embed, health
+from .routes import embed, health, studies
 from .state import Services, load_model, open_stores, shutdown
 
 log = logging.getLogger(__name__)
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None, backend: TransformerBackend | N
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(embed.router)
+    app.include_router(studies.router)
     return app

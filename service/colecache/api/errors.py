@@ -13,6 +13,8 @@ from ..embedding.fingerprint import FingerprintError
 from ..embedding.queue import QueueClosed, QueueFull
 from ..pipeline import TruncatedItems
 from ..specs import InvalidSpecs
+from ..studies.repository import ObservationConflict, StudyNotFound
+from ..studies.service import NotEnoughObservations
 from .responses import FastJSONResponse
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,26 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FingerprintError)
     async def _fingerprint_error(_: Request, exc: FingerprintError):
         return error_response(422, str(exc))
+
+    @app.exception_handler(StudyNotFound)
+    async def _study_not_found(_: Request, exc: StudyNotFound):
+        return error_response(404, f"study {exc} not found")
+
+    @app.exception_handler(ObservationConflict)
+    async def _conflict(_: Request, exc: ObservationConflict):
+        errors = [
+            {
+                "index": c.index,
+                "reason": f"already observed with value {c.stored!r}, posted {c.posted!r}; "
+                "post with on_conflict='replace' or 'keep' to resolve",
+            }
+            for c in exc.conflicts
+        ]
+        return error_response(409, f"{exc}; nothing was stored", errors)
+
+    @app.exception_handler(NotEnoughObservations)
+    async def _not_enough(_: Request, exc: NotEnoughObservations):
+        return error_response(409, str(exc))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_: Request, exc: QueueFull):

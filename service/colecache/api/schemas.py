@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..embedding.options import EmbedOptions
 from ..render.options import RenderOptions
+from ..studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
+from ..surrogate import SurrogateConfig
 
 SPEC_DOC = (
     "An NB201 cell string (`|nor_conv_3x3~0|+|...|`), a list of 6 op indices or names, "
@@ -56,3 +58,81 @@ class ErrorItem(BaseModel):
 class ErrorBody(BaseModel):
     detail: str
     errors: list[ErrorItem] | None = None
+
+
+# --- studies ----------------------------------------------------------------------------------
+class StudyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=200)
+    space: str = Field("nb201", description="Search space of the study's specs.")
+    objective: str = Field("accuracy", min_length=1, max_length=100, description="Name of the observed value.")
+    direction: Literal["maximize", "minimize"] = "maximize"
+    render: RenderOptions = Field(default_factory=lambda: STUDY_RENDER)
+    embedder: EmbedOptions = Field(default_factory=lambda: STUDY_EMBEDDER)
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig, description="Features and head.")
+
+
+class StudyOut(BaseModel):
+    id: str
+    name: str
+    space: str
+    objective: str
+    direction: str
+    render: dict[str, Any]
+    embedder: dict[str, Any]
+    surrogate: dict[str, Any]
+    version: int = Field(..., description="Bumped by every committed change to the observations.")
+    n_observations: int
+    best: dict[str, Any] | None = None
+    fitted: dict[str, Any] | None = Field(None, description="The surrogate this server process holds, if any.")
+
+
+class ObservationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: Any = Field(..., description=SPEC_DOC)
+    value: float = Field(..., description="The objective's value (finite).")
+    metadata: dict[str, Any] | None = None
+
+
+class ObservationsPost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observations: list[ObservationIn] = Field(..., min_length=1)
+    on_conflict: Literal["reject", "replace", "keep"] = Field(
+        "reject",
+        description="When a spec is already observed with a *different* value: `reject` the whole post (409), "
+        "`replace` the stored value, or `keep` it. Re-posting the same value is always a no-op.",
+    )
+
+
+class ObservationsWritten(BaseModel):
+    inserted: int
+    unchanged: int
+    replaced: int
+    kept: int
+    version: int
+    n_observations: int
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    specs: list[Any] = Field(..., min_length=1, description=SPEC_DOC)
+
+
+class PredictionItem(BaseModel):
+    index: int
+    arch: str | None
+    mean: float
+    std: float
+
+
+class PredictResponse(BaseModel):
+    study_id: str
+    surrogate_version: int = Field(..., description="Study version the surrogate was fitted on.")
+    n_observations: int
+    reference: Literal["space", "observed"] = Field(..., description="What the feature reduction was fitted on.")
+    fit_seconds: float
+    predictions: list[PredictionItem]

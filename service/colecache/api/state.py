@@ -18,6 +18,8 @@ from ..embedding.options import EmbedOptions
 from ..embedding.queue import BatchQueue
 from ..pipeline import EmbedPipeline
 from ..settings import Settings
+from ..studies.repository import StudyRepository
+from ..studies.service import StudyService
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class Services:
     backend: TransformerBackend | None = None
     queue: BatchQueue | None = None
     pipeline: EmbedPipeline | None = None
+    studies: StudyService | None = None
     startup_error: str | None = None
     loader: asyncio.Task | None = field(default=None, repr=False)
 
@@ -73,7 +76,11 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
         )
         queue.start()
         services.backend, services.queue = backend, queue
-        services.pipeline = EmbedPipeline(backend, queue, services.cache, default_embed_options(settings))
+        pipeline = EmbedPipeline(backend, queue, services.cache, default_embed_options(settings))
+        services.studies = StudyService(
+            StudyRepository(services.cache.durable.engine), pipeline, settings.max_code_chars
+        )
+        services.pipeline = pipeline
         log.info("ready: %s (%s, dim %d)", backend.identity.model, backend.identity.revision, backend.identity.dim)
     except Exception as exc:  # keep the process up so /ready can say why
         services.startup_error = f"{type(exc).__name__}: {exc}"
@@ -84,7 +91,7 @@ async def shutdown(services: Services) -> None:
     """Stop taking work, finish the batches in flight, close the stores."""
     if services.loader is not None and not services.loader.done():
         services.loader.cancel()
-    queue, services.pipeline = services.queue, None
+    queue, services.pipeline, services.studies = services.queue, None, None
     if queue is not None:
         await queue.close(drain=True)
     await services.cache.close()

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 
+WRITE_INTENT = "colecache_write_intent"
+"""Execution option: this transaction will write after reading (BEGIN IMMEDIATE on SQLite)."""
+
 
 def make_engine(url: str) -> Engine:
     """An engine tuned for the dialect: SQLite in WAL mode with a busy timeout, pooled PostgreSQL."""
@@ -17,11 +20,21 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
+            # SQLAlchemy emits BEGIN itself (below), so the driver must not open transactions.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            # A transaction that reads and then writes must take the write lock up front, or a
+            # concurrent writer makes it fail with "database is locked" instead of waiting.
+            immediate = conn.get_execution_options().get(WRITE_INTENT, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if url.startswith("postgresql://"):

@@ -6,12 +6,15 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
+    ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
 )
 
@@ -43,4 +46,35 @@ fingerprints = Table(
     Column("id", String(64), primary_key=True),
     Column("spec", Text, nullable=False, comment="JSON of the fingerprint fields"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("space", String(32), nullable=False),
+    Column("objective", String(100), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("render", Text, nullable=False, comment="JSON RenderOptions"),
+    Column("embedder", Text, nullable=False, comment="JSON EmbedOptions"),
+    Column("surrogate", Text, nullable=False, comment="JSON SurrogateConfig"),
+    Column("owner", String(64), nullable=True, index=True, comment="sha256 of the API key that created it"),
+    Column("version", Integer, nullable=False, server_default="0", comment="bumped by every committed change"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+observations = Table(
+    "observations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_id", String(32), ForeignKey("studies.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("spec_key", String(200), nullable=False, comment="the spec's identity within the study"),
+    Column("spec", Text, nullable=False, comment="JSON of the spec as first posted"),
+    Column("arch", Text, nullable=True),
+    Column("value", Float, nullable=False),
+    Column("meta", Text, nullable=True, comment="JSON metadata"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("study_id", "spec_key"),
 )

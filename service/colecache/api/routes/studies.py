@@ -1,0 +1,207 @@
+"""Studies: create, observe, predict. A study is visible only to the API key that created it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from ...studies.repository import StudyNotFound, StudyRecord
+from ...studies.service import ObservationIn, StudyService
+from ..deps import get_owner, get_studies
+from ..errors import ApiError
+from ..responses import FastJSONResponse
+from ..schemas import (
+    ErrorBody,
+    ObservationsPost,
+    ObservationsWritten,
+    PredictRequest,
+    PredictResponse,
+    StudyCreate,
+    StudyOut,
+)
+from .embed import check_item_count
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+NOT_FOUND = {404: {"model": ErrorBody, "description": "No such study (for this API key)"}}
+ERRORS = {
+    **NOT_FOUND,
+    409: {"model": ErrorBody, "description": "Conflicting observation, or too few observations to predict"},
+    413: {"model": ErrorBody, "description": "Too many items"},
+    422: {"model": ErrorBody, "description": "Invalid spec or value; `errors` names each bad item"},
+}
+
+
+async def load_study(study_id: str, owner: str | None, studies: StudyService) -> StudyRecord:
+    try:
+        return await studies.get(study_id, owner)
+    except StudyNotFound:
+        raise ApiError(404, f"study {study_id!r} not found") from None
+
+
+async def study_body(study: StudyRecord, studies: StudyService) -> dict:
+    count = await anyio.to_thread.run_sync(studies.repo.count, study.id)
+    best = await anyio.to_thread.run_sync(studies.repo.best, study.id, study.direction)
+    fitted = studies.fitted_version(study.id)
+    return {
+        "id": study.id,
+        "name": study.name,
+        "space": study.space,
+        "objective": study.objective,
+        "direction": study.direction,
+        "render": study.render,
+        "embedder": study.embedder,
+        "surrogate": study.surrogate,
+        "version": study.version,
+        "n_observations": count,
+        "best": None if best is None else {"spec": best.spec, "arch": best.arch, "value": best.value},
+        "fitted": None
+        if fitted is None
+        else {
+            "version": fitted.version,
+            "n_observations": fitted.n_observations,
+            "seconds": round(fitted.seconds, 4),
+            "reference": fitted.reference,
+        },
+    }
+
+
+@router.post("", status_code=201, response_model=StudyOut, responses={422: {"model": ErrorBody}})
+async def create_study(
+    body: StudyCreate,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    """Create a study: its search space, render and embedder options, objective and surrogate."""
+    from colecache_client.spaces import get_space
+
+    get_space(body.space)  # unknown space -> 422 via SpecError
+    # Resolve against the served model now (422 if it cannot honour them) and store concrete values,
+    # so the study keeps its meaning if the server's defaults change later.
+    fingerprint = studies.pipeline.readout(body.embedder).fingerprint
+    embedder = {
+        "pooling": fingerprint.pooling,
+        "layer": fingerprint.layer,
+        "max_length": fingerprint.max_length,
+        "normalize": fingerprint.normalize,
+    }
+    study = await anyio.to_thread.run_sync(
+        lambda: studies.repo.create(
+            name=body.name,
+            space=body.space,
+            objective=body.objective,
+            direction=body.direction,
+            render=body.render.model_dump(),
+            embedder=embedder,
+            surrogate=body.surrogate.model_dump(mode="json"),
+            owner=owner,
+        )
+    )
+    return FastJSONResponse(await study_body(study, studies), status_code=201)
+
+
+@router.get("", summary="Studies of this API key")
+async def list_studies(
+    owner: Annotated[str | None, Depends(get_owner)], studies: Annotated[StudyService, Depends(get_studies)]
+):
+    records = await anyio.to_thread.run_sync(studies.repo.list, owner)
+    return FastJSONResponse(
+        {"studies": [{"id": s.id, "name": s.name, "space": s.space, "version": s.version} for s in records]}
+    )
+
+
+@router.get("/{study_id}", response_model=StudyOut, responses=NOT_FOUND)
+async def get_study(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    return FastJSONResponse(await study_body(await load_study(study_id, owner, studies), studies))
+
+
+@router.delete("/{study_id}", status_code=204, responses=NOT_FOUND)
+async def delete_study(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    if not await anyio.to_thread.run_sync(studies.repo.delete, study_id, owner):
+        raise ApiError(404, f"study {study_id!r} not found")
+    studies.forget(study_id)
+    return Response(status_code=204)
+
+
+@router.post("/{study_id}/observations", response_model=ObservationsWritten, responses=ERRORS)
+async def post_observations(
+    study_id: str,
+    body: ObservationsPost,
+    request: Request,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    """Record evaluated architectures. Answered only after the SQL commit; idempotent per (study, spec)."""
+    check_item_count(len(body.observations), request.app.state.services)
+    study = await load_study(study_id, owner, studies)
+    items = [ObservationIn(o.spec, o.value, o.metadata) for o in body.observations]
+    result = await studies.observe(study, items, body.on_conflict)
+    return FastJSONResponse(result.__dict__)
+
+
+@router.get("/{study_id}/observations", responses=NOT_FOUND)
+async def list_observations(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    study = await load_study(study_id, owner, studies)
+    records = await anyio.to_thread.run_sync(studies.repo.observations, study.id, limit, offset)
+    return FastJSONResponse(
+        {
+            "study_id": study.id,
+            "version": study.version,
+            "observations": [
+                {
+                    "id": r.id,
+                    "spec": r.spec,
+                    "arch": r.arch,
+                    "value": r.value,
+                    "metadata": r.meta,
+                    "created_at": r.created_at.isoformat() if r.created_at else None,
+                    "updated_at": r.updated_at.isoformat() if r.updated_at else None,
+                }
+                for r in records
+            ],
+        }
+    )
+
+
+@router.post("/{study_id}/predict", response_model=PredictResponse, responses=ERRORS)
+async def predict(
+    study_id: str,
+    body: PredictRequest,
+    request: Request,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    """Surrogate mean and std per spec, refitting first if the observations changed."""
+    check_item_count(len(body.specs), request.app.state.services)
+    study = await load_study(study_id, owner, studies)
+    prediction = await studies.predict(study, body.specs)
+    fitted = prediction.fitted
+    return FastJSONResponse(
+        {
+            "study_id": study.id,
+            "surrogate_version": fitted.version,
+            "n_observations": fitted.n_observations,
+            "reference": fitted.reference,
+            "fit_seconds": round(fitted.seconds, 4),
+            "predictions": [
+                {"index": i, "arch": arch, "mean": float(m), "std": float(s)}
+                for i, (arch, m, s) in enumerate(zip(prediction.archs, prediction.mean, prediction.std))
+            ],
+        }
+    )

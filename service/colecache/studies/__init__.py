@@ -1,0 +1,1 @@
+"""Studies: observations, versions, and the surrogate fitted on them."""

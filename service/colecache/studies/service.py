@@ -1,0 +1,294 @@
+"""Studies: observations in, surrogate mean and uncertainty out.
+
+The server already holds the embeddings, so it also fits the surrogate: a study's fitted state
+is keyed by the study version (bumped by every committed observation change). Predictions for
+an unchanged version reuse the fitted surrogate; a changed version triggers one refit, off the
+event loop, that every concurrent predict call waits for. After a restart the first predict
+refits on demand; fits are seeded, so the same observations give the same surrogate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+from colecache_client.spaces import SpecError, get_space
+
+from .. import metrics
+from ..cache.keys import cache_key
+from ..cache.singleflight import SingleFlight
+from ..embedding.options import EmbedOptions
+from ..pipeline import EmbedPipeline
+from ..render import RenderOptions, render
+from ..specs import ArchSpec, CodeSpec, InvalidSpecs, ItemError, Spec, parse_spec
+from ..surrogate import Surrogate, SurrogateConfig
+from .repository import (
+    ConflictPolicy,
+    NewObservation,
+    ObservationRecord,
+    StudyNotFound,
+    StudyRecord,
+    StudyRepository,
+    WriteResult,
+)
+
+MIN_OBSERVATIONS = 2
+
+
+class NotEnoughObservations(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObservationIn:
+    spec: Any
+    value: float
+    metadata: dict | None = None
+
+
+@dataclass
+class FittedSurrogate:
+    version: int
+    n_observations: int
+    surrogate: Surrogate
+    seconds: float
+    reference: str  # 'space' or 'observed'
+    fitted_at: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    fitted: FittedSurrogate
+    mean: np.ndarray
+    std: np.ndarray
+    archs: list[str | None]
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """A study's stored JSON options, parsed."""
+
+    render: RenderOptions
+    embedder: EmbedOptions
+    surrogate: SurrogateConfig
+
+    @classmethod
+    def of(cls, study: StudyRecord) -> StudyOptions:
+        return cls(
+            RenderOptions.model_validate(study.render),
+            EmbedOptions.model_validate(study.embedder),
+            SurrogateConfig.model_validate(study.surrogate),
+        )
+
+
+def spec_key(spec: Spec, options: RenderOptions) -> str:
+    """A spec's identity within a study: its cell (or class, when rendering is canonical), or its code hash."""
+    if isinstance(spec, CodeSpec):
+        return "code:" + hashlib.sha256(spec.code.encode()).hexdigest()
+    space = get_space(spec.space)
+    return space.canonical(spec.arch) if options.canonical else space.to_string(spec.arch)
+
+
+class StudyService:
+    def __init__(self, repo: StudyRepository, pipeline: EmbedPipeline, max_code_chars: int, max_fitted: int = 64):
+        self.repo = repo
+        self.pipeline = pipeline
+        self.max_code_chars = max_code_chars
+        self._fitted: OrderedDict[str, FittedSurrogate] = OrderedDict()
+        self._max_fitted = max_fitted
+        self._fits: SingleFlight[tuple[str, int], FittedSurrogate] = SingleFlight()
+        self._references: dict[tuple[str, str], tuple[float, tuple[np.ndarray, np.ndarray | None] | None]] = {}
+        self.fit_count = 0
+
+    # --- reads -----------------------------------------------------------------------------------
+    async def get(self, study_id: str, owner: str | None) -> StudyRecord:
+        study = await anyio.to_thread.run_sync(self.repo.get, study_id, owner)
+        if study is None:
+            raise StudyNotFound(study_id)
+        return study
+
+    def fitted_version(self, study_id: str) -> FittedSurrogate | None:
+        return self._fitted.get(study_id)
+
+    def forget(self, study_id: str) -> None:
+        self._fitted.pop(study_id, None)
+
+    # --- specs -----------------------------------------------------------------------------------
+    def parse_study_specs(self, study: StudyRecord, values: Sequence[Any]) -> list[Spec]:
+        """Parse specs in the study's space; code specs only when the features need no structure."""
+        options = StudyOptions.of(study)
+        specs, errors = [], []
+        for index, value in enumerate(values):
+            try:
+                spec = parse_spec(value, study.space, self.max_code_chars)
+                if isinstance(spec, ArchSpec) and spec.space != study.space:
+                    raise SpecError(f"spec is from search space {spec.space!r}; this study is in {study.space!r}")
+                if isinstance(spec, CodeSpec) and options.surrogate.features.structural:
+                    raise SpecError("this study's surrogate uses structural encodings, so code specs cannot be used")
+                specs.append(spec)
+            except SpecError as exc:
+                errors.append(ItemError(index, str(exc)))
+        if errors:
+            raise InvalidSpecs(errors)
+        return specs
+
+    # --- writes ----------------------------------------------------------------------------------
+    async def observe(
+        self, study: StudyRecord, items: Sequence[ObservationIn], on_conflict: ConflictPolicy
+    ) -> WriteResult:
+        """Validate everything first (nothing is stored if any item is bad), then commit in one transaction."""
+        options = StudyOptions.of(study)
+        errors = [
+            ItemError(i, f"value {item.value!r} is not a finite number")
+            for i, item in enumerate(items)
+            if not isinstance(item.value, (int, float)) or not math.isfinite(item.value)
+        ]
+        try:
+            specs = self.parse_study_specs(study, [item.spec for item in items])
+        except InvalidSpecs as exc:
+            errors.extend(exc.errors)
+        if errors:
+            raise InvalidSpecs(sorted(errors, key=lambda e: e.index))
+        first: dict[str, int] = {}
+        for index, (spec, item) in enumerate(zip(specs, items)):
+            key = spec_key(spec, options.render)
+            if key in first and items[first[key]].value != item.value:
+                errors.append(ItemError(index, f"same spec as item {first[key]} with a different value"))
+            first.setdefault(key, index)
+        if errors:
+            raise InvalidSpecs(errors)
+        new = [
+            NewObservation(
+                spec_key=spec_key(spec, options.render),
+                spec=item.spec,
+                arch=None if isinstance(spec, CodeSpec) else get_space(spec.space).to_string(spec.arch),
+                value=float(item.value),
+                meta=item.metadata,
+            )
+            for spec, item in zip(specs, items)
+        ]
+        return await anyio.to_thread.run_sync(self.repo.add_observations, study.id, new, on_conflict)
+
+    # --- features --------------------------------------------------------------------------------
+    async def _features(
+        self, study: StudyRecord, options: StudyOptions, specs: Sequence[Spec]
+    ) -> tuple[np.ndarray | None, np.ndarray | None, list[str | None]]:
+        features = options.surrogate.features
+        cole = None
+        archs: list[str | None] = []
+        if features.cole:
+            outcome = await self.pipeline.embed(specs, options.render, options.embedder)
+            cole = np.stack([item.record.vector for item in outcome.items])
+            archs = [item.rendered.arch for item in outcome.items]
+        else:
+            archs = [get_space(s.space).to_string(s.arch) if isinstance(s, ArchSpec) else None for s in specs]
+        struct = None
+        if features.structural:
+            space = get_space(study.space)
+            struct = np.array(
+                [np.concatenate([space.encode(s.arch, kind) for kind in features.structural]) for s in specs]
+            )
+        return cole, struct, archs
+
+    async def _space_reference(
+        self, study: StudyRecord, options: StudyOptions
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Every cell of the space (embeddings from the durable tier, structural encodings), if all are cached.
+
+        Never computes embeddings: run `colecache precompute` to make the space reference available.
+        """
+        fingerprint = self.pipeline.readout(options.embedder).fingerprint
+        memo_key = (fingerprint.id, options.render.model_dump_json())
+        now = time.monotonic()
+        if memo_key in self._references:
+            checked_at, value = self._references[memo_key]
+            if value is not None or now - checked_at < 60:
+                return value
+        value = await anyio.to_thread.run_sync(self._load_space_reference, study, options, fingerprint.id)
+        self._references[memo_key] = (now, value)
+        return value
+
+    def _load_space_reference(self, study: StudyRecord, options: StudyOptions, fingerprint_id: str):
+        space = get_space(study.space)
+        try:
+            cells = list(space.all_cells())
+        except NotImplementedError:
+            return None
+        rendered = [render(ArchSpec(study.space, cell), options.render) for cell in cells]
+        keys = list(dict.fromkeys(cache_key(fingerprint_id, r.renderer_version, r.code) for r in rendered))
+        durable = self.pipeline.cache.durable
+        if len(durable.existing(keys)) < len(keys):
+            return None
+        found = durable.get_many(keys)
+        cole = np.stack([found[k].vector for k in keys])
+        struct = None
+        if options.surrogate.features.structural:
+            kinds = options.surrogate.features.structural
+            struct = np.array([np.concatenate([space.encode(c, kind) for kind in kinds]) for c in cells])
+        return cole, struct
+
+    # --- fitting and prediction ----------------------------------------------------------------
+    async def fitted(self, study: StudyRecord) -> FittedSurrogate:
+        """The surrogate for the study's current version: cached, or fitted once for all concurrent callers."""
+        current = self._fitted.get(study.id)
+        if current is not None and current.version >= study.version:  # `study` was read by this request
+            self._fitted.move_to_end(study.id)
+            return current
+        version, records = await anyio.to_thread.run_sync(self.repo.snapshot, study.id)
+        if current is not None and current.version == version:
+            return current
+        if len(records) < MIN_OBSERVATIONS:
+            raise NotEnoughObservations(
+                f"study has {len(records)} observation(s); at least {MIN_OBSERVATIONS} are needed to predict"
+            )
+
+        async def fit(_: list[tuple[str, int]]) -> dict[tuple[str, int], FittedSurrogate]:
+            return {(study.id, version): await self._fit(study, version, records)}
+
+        result = (await self._fits.run([(study.id, version)], fit))[(study.id, version)]
+        latest = self._fitted.get(study.id)
+        if latest is None or latest.version <= result.version:
+            self._fitted[study.id] = result
+            self._fitted.move_to_end(study.id)
+            while len(self._fitted) > self._max_fitted:
+                self._fitted.popitem(last=False)
+        return result
+
+    async def _fit(self, study: StudyRecord, version: int, records: list[ObservationRecord]) -> FittedSurrogate:
+        options = StudyOptions.of(study)
+        specs = self.parse_study_specs(study, [r.spec for r in records])
+        cole, struct, _ = await self._features(study, options, specs)
+        y = np.array([r.value for r in records])
+        reference = None
+        if options.surrogate.features.reference == "space" and options.surrogate.features.cole:
+            reference = await self._space_reference(study, options)
+        started = time.perf_counter()
+        surrogate = Surrogate(options.surrogate)
+        ref_cole, ref_struct = reference if reference is not None else (None, None)
+        await anyio.to_thread.run_sync(surrogate.fit, cole, struct, y, ref_cole, ref_struct)
+        seconds = time.perf_counter() - started
+        metrics.FIT_SECONDS.observe(seconds)
+        self.fit_count += 1
+        return FittedSurrogate(
+            version=version,
+            n_observations=len(records),
+            surrogate=surrogate,
+            seconds=seconds,
+            reference="space" if reference is not None else "observed",
+            fitted_at=time.time(),
+        )
+
+    async def predict(self, study: StudyRecord, values: Sequence[Any]) -> Prediction:
+        specs = self.parse_study_specs(study, values)
+        fitted = await self.fitted(study)
+        options = StudyOptions.of(study)
+        cole, struct, archs = await self._features(study, options, specs)
+        mean, std = await anyio.to_thread.run_sync(fitted.surrogate.predict, cole, struct)
+        return Prediction(fitted, np.asarray(mean, dtype=float), np.asarray(std, dtype=float), archs)

@@ -1,0 +1,183 @@
+"""Studies: observations (idempotent, committed before the answer), refits, concurrent predicts, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+from colecache.api.state import Services, load_model, open_stores, shutdown
+from colecache.settings import Settings
+from colecache.specs import InvalidSpecs
+from colecache.studies.repository import ObservationConflict, StudyNotFound
+from colecache.studies.service import NotEnoughObservations, ObservationIn
+from colecache.surrogate import HeadConfig, SurrogateConfig
+from colecache_client.spaces import get_space
+
+SPACE = get_space("nb201")
+# A fast head for tests: the behaviour under test is the study machinery, not the head's accuracy.
+FAST = SurrogateConfig(head=HeadConfig(epochs=60, hidden=32)).model_dump(mode="json")
+
+
+def _value(cell) -> float:
+    """A synthetic objective: 3x3 convolutions help, `none` hurts."""
+    return 50.0 + 4 * cell.ops.count("nor_conv_3x3") - 3 * cell.ops.count("none") + 0.5 * cell.ops.count("skip_connect")
+
+
+@pytest.fixture
+async def services(tmp_path, tiny_bert_dir, tiny_bert, request):
+    url = request.getfixturevalue(request.param) if getattr(request, "param", None) else None
+    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", database_url=url)
+    services = Services(settings=settings, cache=await open_stores(settings))
+    await load_model(services, tiny_bert)
+    yield services
+    await shutdown(services)
+
+
+def _study(services, **overrides):
+    options = {
+        "name": "test",
+        "space": "nb201",
+        "objective": "accuracy",
+        "direction": "maximize",
+        "render": {"primitives": "exclude_helper", "context": "none", "dataset": "cifar10", "canonical": False},
+        "embedder": {"pooling": "mean"},
+        "surrogate": FAST,
+        "owner": None,
+        **overrides,
+    }
+    return services.studies.repo.create(**options)
+
+
+def _cells(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    return [SPACE.sample(rng) for _ in range(n)]
+
+
+async def _observe(services, study, cells, on_conflict="reject", value=_value):
+    items = [ObservationIn(c.to_string(), value(c)) for c in cells]
+    return await services.studies.observe(study, items, on_conflict)
+
+
+async def _predict(services, study_id, specs):
+    study = services.studies.repo.get(study_id, None)
+    return await services.studies.predict(study, specs)
+
+
+async def test_observations_are_idempotent_and_conflicts_follow_the_policy(services):
+    study = _study(services)
+    cells = _cells(10)
+    first = await _observe(services, study, cells)
+    assert (first.inserted, first.version, first.n_observations) == (10, 1, 10)
+    again = await _observe(services, study, cells)
+    assert (again.inserted, again.unchanged, again.version) == (0, 10, 1)  # same values: no-op, no new version
+
+    shifted = lambda c: _value(c) + 1  # noqa: E731
+    with pytest.raises(ObservationConflict) as info:
+        await _observe(services, study, cells[:3] + _cells(2, seed=99), value=shifted)
+    assert [c.index for c in info.value.conflicts] == [0, 1, 2]
+    assert services.studies.repo.count(study.id) == 10  # the new cells of the rejected post were not stored either
+
+    kept = await _observe(services, study, cells[:2], on_conflict="keep", value=shifted)
+    assert (kept.kept, kept.version) == (2, 1)
+    replaced = await _observe(services, study, cells[:2], on_conflict="replace", value=shifted)
+    assert (replaced.replaced, replaced.version) == (2, 2)
+    stored = {o.arch: o.value for o in services.studies.repo.observations(study.id)}
+    assert stored[cells[0].to_string()] == shifted(cells[0]) and stored[cells[5].to_string()] == _value(cells[5])
+
+
+async def test_bad_observations_store_nothing(services):
+    study = _study(services)
+    await _observe(services, study, _cells(3))
+    good = _cells(1, seed=5)[0].to_string()
+    for items, bad_index in [
+        ([ObservationIn(good, 1.0), ObservationIn(good, float("nan"))], 1),
+        ([ObservationIn(good, 1.0), ObservationIn(_cells(1, 6)[0].to_string(), float("inf"))], 1),
+        ([ObservationIn("|nope~0|+|none~0|none~1|+|none~0|none~1|none~2|", 1.0)], 0),
+        ([ObservationIn(good, 1.0), ObservationIn({"arch": good, "space": "nb101"}, 2.0)], 1),
+        ([ObservationIn(good, 1.0), ObservationIn(good, 2.0)], 1),  # same spec twice, different values
+    ]:
+        with pytest.raises(InvalidSpecs) as info:
+            await services.studies.observe(study, items, "reject")
+        assert [e.index for e in info.value.errors] == [bad_index]
+    assert services.studies.repo.count(study.id) == 3
+    assert services.studies.repo.get(study.id, None).version == 1
+    with pytest.raises(StudyNotFound):
+        await services.studies.get("no-such-study", None)
+
+
+async def test_refits_only_when_observations_change(services):
+    study = _study(services)
+    with pytest.raises(NotEnoughObservations):
+        await _predict(services, study.id, [_cells(1)[0].to_string()])
+    await _observe(services, study, _cells(30))
+    candidates = [c.to_string() for c in _cells(5, seed=7)]
+    first = await _predict(services, study.id, candidates)
+    assert (first.fitted.version, first.fitted.n_observations, services.studies.fit_count) == (1, 30, 1)
+    await _predict(services, study.id, candidates)
+    assert services.studies.fit_count == 1  # unchanged study: the fitted surrogate is reused
+    await _observe(services, study, _cells(10, seed=3))
+    second = await _predict(services, study.id, candidates)
+    assert (second.fitted.version, second.fitted.n_observations, services.studies.fit_count) == (2, 40, 2)
+    assert not np.allclose(first.mean, second.mean)
+
+
+async def test_concurrent_predicts_share_one_refit(services):
+    study = _study(services)
+    await _observe(services, study, _cells(40))
+    candidates = [c.to_string() for c in _cells(8, seed=11)]
+    results = await asyncio.gather(*(_predict(services, study.id, candidates) for _ in range(6)))
+    assert services.studies.fit_count == 1
+    assert all(np.array_equal(r.mean, results[0].mean) for r in results)
+
+
+async def test_std_is_positive_and_grows_away_from_the_data(services):
+    study = _study(services)
+    rng = random.Random(4)
+    centre = SPACE.parse(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
+    near = SPACE.dedupe([SPACE.mutate(centre, rng, rng.choice([1, 2])) for _ in range(200)])[:40]
+    await _observe(services, study, near)
+    far = [c for c in (SPACE.mutate(centre, rng, 6) for _ in range(400)) if c.ops.count("nor_conv_3x3") == 0][:30]
+    held_near = [c for c in SPACE.neighbours(centre) if c not in near][:30]
+    prediction = await _predict(services, study.id, [c.to_string() for c in held_near + far])
+    std_near, std_far = prediction.std[: len(held_near)], prediction.std[len(held_near) :]
+    assert (prediction.std > 0).all()
+    assert std_far.mean() > 1.5 * std_near.mean()
+
+
+async def test_predictions_survive_a_restart(tmp_path, tiny_bert_dir, tiny_bert):
+    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu")
+    services = Services(settings=settings, cache=await open_stores(settings))
+    await load_model(services, tiny_bert)
+    study = _study(services)
+    await _observe(services, study, _cells(25))
+    candidates = [c.to_string() for c in _cells(6, seed=21)]
+    before = await _predict(services, study.id, candidates)
+    await shutdown(services)
+    restarted = Services(settings=settings, cache=await open_stores(settings))
+    await load_model(restarted, tiny_bert)
+    assert restarted.studies.repo.count(study.id) == 25
+    after = await _predict(restarted, study.id, candidates)  # refit on demand, seeded: same surrogate
+    np.testing.assert_allclose(after.mean, before.mean, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(after.std, before.std, rtol=1e-3, atol=1e-3)
+    await shutdown(restarted)
+
+
+@pytest.mark.parametrize("services", [None, pytest.param("postgres_url", marks=pytest.mark.integration)], indirect=True)
+async def test_concurrent_writers_lose_nothing(services):
+    study = _study(services)
+    cells = SPACE.dedupe(_cells(300, seed=8))[:120]
+    batches = [cells[i::6] for i in range(6)]
+    overlap = cells[:10]  # every writer also re-posts these, with the same values
+
+    async def writer(batch):
+        return await _observe(services, study, batch + overlap)
+
+    results = await asyncio.gather(*(writer(b) for b in batches))
+    assert services.studies.repo.count(study.id) == 120
+    assert sum(r.inserted for r in results) == 120
+    final = services.studies.repo.get(study.id, None)
+    assert final.version == sum(1 for r in results if r.inserted)
