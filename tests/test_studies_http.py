@@ -64,10 +64,8 @@ def test_study_errors_are_clear_4xx(default_server):
         sid = client.post("/studies", json={"name": "errors", "surrogate": FAST}).json()["id"]
         cell = CENTRE.to_string()
         # JSON has no NaN, but Python clients send it anyway: it must be refused with the item named.
-        raw = '{"observations": [{"spec": "%s", "value": 1.0}, {"spec": "%s", "value": NaN}]}' % (
-            cell,
-            SPACE.neighbours(CENTRE)[0].to_string(),
-        )
+        other = SPACE.neighbours(CENTRE)[0].to_string()
+        raw = f'{{"observations": [{{"spec": "{cell}", "value": 1.0}}, {{"spec": "{other}", "value": NaN}}]}}'
         nan = client.post(f"/studies/{sid}/observations", content=raw, headers={"content-type": "application/json"})
         assert nan.status_code == 422 and nan.json()["errors"][0]["index"] == 1
         wrong = client.post(
