@@ -1,0 +1,66 @@
+"""colecache-client: the thin SDK for a colecache server (httpx only; no torch, no numpy).
+
+from colecache_client import Client, Bananas
+with Client("http://localhost:8000") as client:
+    study = client.create_study("nb201-c100")
+    result = Bananas(study, seed=0).run(evaluate=my_training_run, budget=100, batch_size=5)
+"""
+
+__version__ = "0.1.0"
+
+from .bananas import Bananas, SearchResult, choose, expected_improvement
+from .client import AsyncClient, Client, Study
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequest,
+    ColecacheError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    Timeout,
+    TransportError,
+    ValidationError,
+)
+from .types import (
+    EmbedItem,
+    EmbedResult,
+    Observation,
+    ObservationsWritten,
+    Prediction,
+    PredictResult,
+    StudyInfo,
+)
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequest",
+    "Bananas",
+    "Client",
+    "ColecacheError",
+    "Conflict",
+    "EmbedItem",
+    "EmbedResult",
+    "NotFound",
+    "Observation",
+    "ObservationsWritten",
+    "PayloadTooLarge",
+    "PredictResult",
+    "Prediction",
+    "RateLimited",
+    "SearchResult",
+    "ServerError",
+    "ServiceUnavailable",
+    "Study",
+    "StudyInfo",
+    "Timeout",
+    "TransportError",
+    "ValidationError",
+    "choose",
+    "expected_improvement",
+]

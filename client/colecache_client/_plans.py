@@ -1,0 +1,164 @@
+"""The API's operations, written once as generators that yield HTTP calls and receive decoded bodies.
+
+`Client` drives them with blocking httpx calls and `AsyncClient` with awaited ones, so the
+request shapes, chunking and result parsing exist in one place (a sans-IO core).
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from array import array
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .types import (
+    EmbedItem,
+    EmbedResult,
+    Observation,
+    ObservationsWritten,
+    Prediction,
+    PredictResult,
+    StudyInfo,
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request. `retry_unsent_only`: retry only failures that happened before the request was sent."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    retry_unsent_only: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkLimit:
+    """Ask the driver for the largest batch the server accepts (from GET /info, fetched once)."""
+
+
+Plan = Generator[Call | ChunkLimit, Any, Any]
+
+
+def decode_vector(value: str | list[float]) -> list[float]:
+    """A vector from the server: base64 of little-endian float32, or a JSON list."""
+    if isinstance(value, list):
+        return value
+    floats = array("f")
+    floats.frombytes(base64.b64decode(value))
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tolist()
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), max(size, 1))]
+
+
+def _clean(options: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (options or {}).items() if v is not None}
+
+
+def embed(
+    specs: Sequence[Any], space: str, render: dict | None, embedder: dict | None, encoding: str = "base64"
+) -> Plan:
+    limit = yield ChunkLimit()
+    items: list[EmbedItem] = []
+    dim, fingerprint = 0, {}
+    for part in chunks(list(specs), limit):
+        body = yield Call(
+            "POST",
+            "/embed",
+            json={
+                "specs": list(part),
+                "space": space,
+                "render": _clean(render),
+                "embedder": _clean(embedder),
+                "encoding": encoding,
+            },
+        )
+        offset = len(items)
+        dim, fingerprint = body["dim"], body["fingerprint"]
+        for raw in body["items"]:
+            items.append(
+                EmbedItem(
+                    index=offset + raw["index"],
+                    embedding=decode_vector(raw["embedding"]),
+                    source=raw["source"],
+                    n_tokens=raw["n_tokens"],
+                    truncated=raw["truncated"],
+                    key=raw["key"],
+                    renderer_version=raw["renderer_version"],
+                    arch=raw.get("arch"),
+                )
+            )
+    return EmbedResult(dim, fingerprint, items)
+
+
+def create_study(body: dict[str, Any]) -> Plan:
+    # Not idempotent: a request that may have reached the server is not sent twice.
+    created = yield Call("POST", "/studies", json=_clean(body), retry_unsent_only=True)
+    return StudyInfo.from_json(created)
+
+
+def get_study(study_id: str) -> Plan:
+    return StudyInfo.from_json((yield Call("GET", f"/studies/{study_id}")))
+
+
+def list_studies() -> Plan:
+    body = yield Call("GET", "/studies")
+    return body["studies"]
+
+
+def delete_study(study_id: str) -> Plan:
+    yield Call("DELETE", f"/studies/{study_id}")
+
+
+def _observation(item: Observation | dict | tuple) -> dict[str, Any]:
+    if isinstance(item, Observation):
+        return item.to_json()
+    if isinstance(item, tuple):
+        spec, value, *rest = item
+        return Observation(spec, value, rest[0] if rest else None).to_json()
+    return dict(item)
+
+
+def observe(study_id: str, observations: Sequence[Observation | dict | tuple], on_conflict: str) -> Plan:
+    """Post observations (chunked under the server's limit; each chunk is its own committed transaction)."""
+    limit = yield ChunkLimit()
+    payload = [_observation(o) for o in observations]
+    totals = {"inserted": 0, "unchanged": 0, "replaced": 0, "kept": 0}
+    last: dict[str, Any] = {}
+    for part in chunks(payload, limit):
+        last = yield Call(
+            "POST", f"/studies/{study_id}/observations", json={"observations": list(part), "on_conflict": on_conflict}
+        )
+        for key in totals:
+            totals[key] += last[key]
+    return ObservationsWritten(**totals, version=last["version"], n_observations=last["n_observations"])
+
+
+def observations(study_id: str, page: int = 1000) -> Plan:
+    out: list[Observation] = []
+    while True:
+        body = yield Call("GET", f"/studies/{study_id}/observations", params={"limit": page, "offset": len(out)})
+        rows = body["observations"]
+        out.extend(Observation(r["spec"], r["value"], r.get("metadata"), r.get("arch")) for r in rows)
+        if len(rows) < page:
+            return out
+
+
+def predict(study_id: str, specs: Sequence[Any]) -> Plan:
+    limit = yield ChunkLimit()
+    predictions: list[Prediction] = []
+    body: dict[str, Any] = {}
+    for part in chunks(list(specs), limit):
+        body = yield Call("POST", f"/studies/{study_id}/predict", json={"specs": list(part)})
+        offset = len(predictions)
+        predictions.extend(
+            Prediction(offset + p["index"], p.get("arch"), p["mean"], p["std"]) for p in body["predictions"]
+        )
+    return PredictResult(body["study_id"], body["surrogate_version"], body["n_observations"], predictions)

@@ -1,0 +1,230 @@
+"""BANANAS (White et al., 2021) as ask/tell on a colecache study.
+
+Each `ask` mutates the best observed architectures into candidates, drops any candidate whose
+canonical form was already observed, asked or picked, scores the rest with the server's
+surrogate (`/predict`: mean and std) and chooses by independent Thompson sampling, UCB or
+expected improvement. `tell` records a result on the server, so several workers can share one
+study: each one's `ask` sees everything any of them has told.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .client import Study
+from .spaces import get_space
+from .types import ObservationsWritten
+
+Acquisition = Literal["its", "ucb", "ei"]
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _normal_pdf(z: float) -> float:
+    return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def expected_improvement(mean: float, std: float, best: float) -> float:
+    """EI of a (maximised) Gaussian prediction over `best`."""
+    if std <= 0:
+        return max(mean - best, 0.0)
+    z = (mean - best) / std
+    return (mean - best) * _normal_cdf(z) + std * _normal_pdf(z)
+
+
+def choose(
+    means: Sequence[float],
+    stds: Sequence[float],
+    n: int,
+    acquisition: Acquisition,
+    rng: random.Random,
+    *,
+    best: float | None = None,
+    ucb_beta: float = 2.0,
+) -> list[int]:
+    """Indices of the n candidates to evaluate next, for a maximised objective."""
+    n = min(n, len(means))
+    if acquisition == "its":
+        # Independent Thompson sampling: one fresh draw per candidate for every pick.
+        remaining = set(range(len(means)))
+        picked = []
+        for _ in range(n):
+            draw = {i: rng.gauss(means[i], max(stds[i], 0.0)) for i in remaining}
+            winner = max(draw, key=draw.__getitem__)
+            picked.append(winner)
+            remaining.remove(winner)
+        return picked
+    if acquisition == "ucb":
+        scores = [m + ucb_beta * s for m, s in zip(means, stds)]
+    elif acquisition == "ei":
+        reference = best if best is not None else max(means)
+        scores = [expected_improvement(m, s, reference) for m, s in zip(means, stds)]
+    else:
+        raise ValueError(f"unknown acquisition {acquisition!r} (its, ucb or ei)")
+    return sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:n]
+
+
+@dataclass
+class SearchResult:
+    best_arch: str | None
+    best_value: float | None
+    history: list[tuple[str, float]] = field(default_factory=list)
+    maximize: bool = True
+
+    @property
+    def best_so_far(self) -> list[float]:
+        better = max if self.maximize else min
+        out: list[float] = []
+        for _, value in self.history:
+            out.append(value if not out else better(out[-1], value))
+        return out
+
+
+class Bananas:
+    """Ask/tell BANANAS. `ask(n)` gives architectures to evaluate; `tell(arch, value)` reports one."""
+
+    def __init__(
+        self,
+        study: Study,
+        *,
+        initial_samples: int = 10,
+        candidates: int = 100,
+        parents: int = 10,
+        max_edits: int = 2,
+        acquisition: Acquisition = "its",
+        ucb_beta: float = 2.0,
+        seed: int | None = None,
+    ):
+        self.study = study
+        self.space = get_space(study.info.space)
+        self.initial_samples = initial_samples
+        self.candidates = candidates
+        self.parents = parents
+        self.max_edits = max_edits
+        self.acquisition = acquisition
+        self.ucb_beta = ucb_beta
+        self.rng = random.Random(seed)
+        self.sign = 1.0 if study.maximize else -1.0
+        self.observed: dict[str, tuple[str, float]] = {}  # canonical -> (arch, value), all workers
+        self.pending: dict[str, str] = {}  # canonical -> arch asked by this worker, not told yet
+        self._version = -1
+
+    # --- state ---------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Pull observations from the server when the study changed (other workers' results too)."""
+        info = self.study.refresh()
+        if info.version == self._version:
+            return
+        for obs in self.study.observations():
+            if obs.arch is None:
+                continue
+            arch = self.space.parse(obs.arch)
+            self.observed[self.space.canonical(arch)] = (obs.arch, obs.value)
+        self._version = info.version
+
+    def _taken(self) -> set[str]:
+        return set(self.observed) | set(self.pending)
+
+    def best(self) -> tuple[str, float] | None:
+        if not self.observed:
+            return None
+        return max(self.observed.values(), key=lambda av: self.sign * av[1])
+
+    # --- ask / tell ------------------------------------------------------------------------------
+    def ask(self, n: int = 1) -> list[str]:
+        """n new architectures (canonically distinct from everything observed or pending)."""
+        self.sync()
+        if len(self.observed) + len(self.pending) < self.initial_samples:
+            chosen = self._random(n)
+        else:
+            chosen = self._acquire(n)
+        for arch in chosen:
+            self.pending[self.space.canonical(arch)] = self.space.to_string(arch)
+        return [self.space.to_string(a) for a in chosen]
+
+    def _random(self, n: int, taken: set[str] | None = None) -> list:
+        taken, out = (self._taken() if taken is None else taken), []
+        for _ in range(1000 * n):
+            if len(out) == n:
+                break
+            arch = self.space.sample(self.rng)
+            key = self.space.canonical(arch)
+            if key not in taken:
+                taken.add(key)
+                out.append(arch)
+        return out
+
+    def _candidates(self) -> list:
+        ranked = sorted(self.observed.values(), key=lambda av: self.sign * av[1], reverse=True)
+        parents = [self.space.parse(a) for a, _ in ranked[: self.parents]]
+        taken, pool = self._taken(), []
+        for i in range(self.candidates * 4):
+            if len(pool) >= self.candidates:
+                break
+            parent = parents[i % len(parents)]
+            child = self.space.mutate(parent, self.rng, self.rng.randint(1, self.max_edits))
+            key = self.space.canonical(child)
+            if key not in taken:
+                taken.add(key)
+                pool.append(child)
+        if len(pool) < self.candidates:  # the parents' neighbourhoods are exhausted: widen with random cells
+            pool += self._random(self.candidates - len(pool), taken)
+        return pool
+
+    def _acquire(self, n: int) -> list:
+        pool = self._candidates()
+        if not pool:
+            return []
+        result = self.study.predict([self.space.to_string(a) for a in pool])
+        means = [self.sign * p.mean for p in result.predictions]
+        stds = [p.std for p in result.predictions]
+        best = self.best()
+        picks = choose(
+            means,
+            stds,
+            n,
+            self.acquisition,
+            self.rng,
+            best=None if best is None else self.sign * best[1],
+            ucb_beta=self.ucb_beta,
+        )
+        return [pool[i] for i in picks]
+
+    def tell(self, arch: Any, value: float, metadata: dict | None = None) -> ObservationsWritten:
+        """Record one result on the server (committed before this returns)."""
+        parsed = self.space.parse(arch)
+        text = self.space.to_string(parsed)
+        written = self.study.observe([(text, value, metadata)])
+        key = self.space.canonical(parsed)
+        self.pending.pop(key, None)
+        self.observed[key] = (text, value)
+        return written
+
+    # --- a whole loop --------------------------------------------------------------------------
+    def run(
+        self,
+        evaluate: Callable[[str], float],
+        budget: int,
+        batch_size: int = 1,
+        on_result: Callable[[str, float], None] | None = None,
+    ) -> SearchResult:
+        """Evaluate `budget` architectures chosen `batch_size` at a time; return the best and the history."""
+        history: list[tuple[str, float]] = []
+        while len(history) < budget:
+            asked = self.ask(min(batch_size, budget - len(history)))
+            if not asked:
+                break
+            for arch in asked:
+                value = float(evaluate(arch))
+                self.tell(arch, value)
+                history.append((arch, value))
+                if on_result is not None:
+                    on_result(arch, value)
+        best = max(history, key=lambda av: self.sign * av[1]) if history else (None, None)
+        return SearchResult(best[0], best[1], history, maximize=self.sign > 0)

@@ -1,0 +1,330 @@
+"""Blocking and asyncio clients for a colecache server (httpx underneath; no torch, no numpy)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from . import _plans
+from ._plans import Call, ChunkLimit, Plan
+from ._transport import RetryPolicy, chunk_limit, decode, default_headers, retryable
+from .errors import APIError, Timeout, TransportError
+from .types import EmbedResult, Observation, ObservationsWritten, PredictResult, StudyInfo
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _wrap(exc: Exception) -> Exception:
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"request timed out: {exc}")
+    if isinstance(exc, httpx.TransportError):
+        return TransportError(f"could not talk to the colecache server: {exc}")
+    return exc
+
+
+class _Base:
+    def __init__(self, *, max_retries: int, backoff: float, max_chunk: int | None):
+        self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff)
+        self.max_chunk = max_chunk
+        self._chunk: int | None = None
+
+    @staticmethod
+    def _request_args(call: Call) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if call.json is not None:
+            args["json"] = call.json
+        if call.params is not None:
+            args["params"] = call.params
+        return args
+
+
+class Client(_Base):
+    """A blocking client.
+
+    >>> with Client("http://gpu-box:8000", api_key="...") as client:
+    ...     vectors = client.embed(["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|...|"]).embeddings
+
+    Retries 429 / 503 and connection failures with backoff (honouring Retry-After), splits large
+    batches under the server's item limit, and raises typed errors carrying the server's message.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        max_chunk: int | None = None,
+        transport: httpx.BaseTransport | None = None,
+        http_client: httpx.Client | None = None,
+    ):
+        super().__init__(max_retries=max_retries, backoff=backoff, max_chunk=max_chunk)
+        self._http = http_client or httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=default_headers(api_key), transport=transport
+        )
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return decode(self._http.request(call.method, call.path, **self._request_args(call)))
+            except (APIError, httpx.TransportError) as exc:
+                if attempt >= self.retry.max_retries or not retryable(exc, call.retry_unsent_only):
+                    raise _wrap(exc) from exc
+                time.sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
+                attempt += 1
+
+    def _run(self, plan: Plan) -> Any:
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                if isinstance(step, ChunkLimit):
+                    if self._chunk is None:
+                        self._chunk = chunk_limit(self._send(Call("GET", "/info")), self.max_chunk)
+                    reply = self._chunk
+                else:
+                    reply = self._send(step)
+        except StopIteration as done:
+            return done.value
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- service -------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._send(Call("GET", "/health"))
+
+    def ready(self) -> bool:
+        """True when the model is loaded and the stores answer (no retries: a 503 means not yet)."""
+        try:
+            return decode(self._http.get("/ready"))["status"] == "ready"
+        except APIError:
+            return False
+
+    def wait_ready(self, timeout: float = 300.0, interval: float = 1.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.ready():
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise Timeout(f"server not ready after {timeout}s")
+            time.sleep(interval)
+
+    def info(self) -> dict[str, Any]:
+        return self._send(Call("GET", "/info"))
+
+    def embed(
+        self,
+        specs: Sequence[Any],
+        *,
+        space: str = "nb201",
+        render: dict[str, Any] | None = None,
+        embedder: dict[str, Any] | None = None,
+    ) -> EmbedResult:
+        """Vectors for specs (cell strings, op lists, `{"code": ...}`), in order; chunked as needed."""
+        return self._run(_plans.embed(specs, space, render, embedder))
+
+    # --- studies -------------------------------------------------------------------------------
+    def create_study(
+        self,
+        name: str,
+        *,
+        space: str = "nb201",
+        objective: str = "accuracy",
+        direction: str = "maximize",
+        render: dict[str, Any] | None = None,
+        embedder: dict[str, Any] | None = None,
+        surrogate: dict[str, Any] | None = None,
+    ) -> Study:
+        body = {
+            "name": name,
+            "space": space,
+            "objective": objective,
+            "direction": direction,
+            "render": render,
+            "embedder": embedder,
+            "surrogate": surrogate,
+        }
+        return Study(self, self._run(_plans.create_study(body)))
+
+    def study(self, study_id: str) -> Study:
+        """A handle on an existing study (fetches its description)."""
+        return Study(self, self.get_study(study_id))
+
+    def get_study(self, study_id: str) -> StudyInfo:
+        return self._run(_plans.get_study(study_id))
+
+    def list_studies(self) -> list[dict[str, Any]]:
+        return self._run(_plans.list_studies())
+
+    def delete_study(self, study_id: str) -> None:
+        self._run(_plans.delete_study(study_id))
+
+    def observe(
+        self, study_id: str, observations: Sequence[Observation | dict | tuple], on_conflict: str = "reject"
+    ) -> ObservationsWritten:
+        """Record `(spec, value[, metadata])` results; returns once the server has committed them."""
+        return self._run(_plans.observe(study_id, observations, on_conflict))
+
+    def observations(self, study_id: str) -> list[Observation]:
+        return self._run(_plans.observations(study_id))
+
+    def predict(self, study_id: str, specs: Sequence[Any]) -> PredictResult:
+        """Surrogate mean and std for each spec (the server refits first if observations changed)."""
+        return self._run(_plans.predict(study_id, specs))
+
+
+class Study:
+    """A study handle: `observe`, `predict`, `observations`, `refresh`."""
+
+    def __init__(self, client: Client, info: StudyInfo):
+        self.client = client
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def maximize(self) -> bool:
+        return self.info.direction == "maximize"
+
+    def refresh(self) -> StudyInfo:
+        self.info = self.client.get_study(self.id)
+        return self.info
+
+    def observe(self, observations: Sequence[Observation | dict | tuple], on_conflict: str = "reject"):
+        return self.client.observe(self.id, observations, on_conflict)
+
+    def observations(self) -> list[Observation]:
+        return self.client.observations(self.id)
+
+    def predict(self, specs: Sequence[Any]) -> PredictResult:
+        return self.client.predict(self.id, specs)
+
+
+class AsyncClient(_Base):
+    """The asyncio twin of `Client`: same methods, awaited."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        max_chunk: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ):
+        super().__init__(max_retries=max_retries, backoff=backoff, max_chunk=max_chunk)
+        self._http = http_client or httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=default_headers(api_key), transport=transport
+        )
+
+    async def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return decode(await self._http.request(call.method, call.path, **self._request_args(call)))
+            except (APIError, httpx.TransportError) as exc:
+                if attempt >= self.retry.max_retries or not retryable(exc, call.retry_unsent_only):
+                    raise _wrap(exc) from exc
+                await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
+                attempt += 1
+
+    async def _run(self, plan: Plan) -> Any:
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                if isinstance(step, ChunkLimit):
+                    if self._chunk is None:
+                        self._chunk = chunk_limit(await self._send(Call("GET", "/info")), self.max_chunk)
+                    reply = self._chunk
+                else:
+                    reply = await self._send(step)
+        except StopIteration as done:
+            return done.value
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        return await self._send(Call("GET", "/health"))
+
+    async def ready(self) -> bool:
+        try:
+            return decode(await self._http.get("/ready"))["status"] == "ready"
+        except APIError:
+            return False
+
+    async def info(self) -> dict[str, Any]:
+        return await self._send(Call("GET", "/info"))
+
+    async def embed(self, specs, *, space="nb201", render=None, embedder=None) -> EmbedResult:
+        return await self._run(_plans.embed(specs, space, render, embedder))
+
+    async def create_study(
+        self,
+        name,
+        *,
+        space="nb201",
+        objective="accuracy",
+        direction="maximize",
+        render=None,
+        embedder=None,
+        surrogate=None,
+    ) -> StudyInfo:
+        body = {
+            "name": name,
+            "space": space,
+            "objective": objective,
+            "direction": direction,
+            "render": render,
+            "embedder": embedder,
+            "surrogate": surrogate,
+        }
+        return await self._run(_plans.create_study(body))
+
+    async def get_study(self, study_id: str) -> StudyInfo:
+        return await self._run(_plans.get_study(study_id))
+
+    async def list_studies(self) -> list[dict[str, Any]]:
+        return await self._run(_plans.list_studies())
+
+    async def delete_study(self, study_id: str) -> None:
+        await self._run(_plans.delete_study(study_id))
+
+    async def observe(self, study_id, observations, on_conflict="reject") -> ObservationsWritten:
+        return await self._run(_plans.observe(study_id, observations, on_conflict))
+
+    async def observations(self, study_id: str) -> list[Observation]:
+        return await self._run(_plans.observations(study_id))
+
+    async def predict(self, study_id: str, specs: Sequence[Any]) -> PredictResult:
+        return await self._run(_plans.predict(study_id, specs))

@@ -1,0 +1,202 @@
+"""The SDK: retries and typed errors against scripted transports, real calls against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+
+import httpx
+import pytest
+from colecache_client import (
+    AsyncClient,
+    Bananas,
+    Client,
+    Conflict,
+    NotFound,
+    RateLimited,
+    TransportError,
+    ValidationError,
+    choose,
+    expected_improvement,
+)
+from colecache_client._transport import parse_retry_after
+from colecache_client.spaces import get_space
+
+SPACE = get_space("nb201")
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- transport behaviour (scripted server) ----------------------------------------------------------
+class Script:
+    """A fake server: replies in order; records the requests it got."""
+
+    def __init__(self, *replies):
+        self.replies = list(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def _client(script, **kwargs) -> Client:
+    return Client("http://test", transport=httpx.MockTransport(script), backoff=0.001, **kwargs)
+
+
+def test_retries_429_and_503_honouring_retry_after():
+    script = Script(
+        httpx.Response(429, json={"detail": "queue full"}, headers={"Retry-After": "0"}),
+        httpx.Response(503, json={"detail": "loading"}, headers={"Retry-After": "0"}),
+        httpx.Response(200, json={"status": "ok"}),
+    )
+    assert _client(script).health() == {"status": "ok"}
+    assert len(script.requests) == 3
+
+
+def test_gives_up_after_max_retries_with_the_typed_error():
+    script = Script(*[httpx.Response(429, json={"detail": "queue full"}, headers={"Retry-After": "0"})] * 3)
+    with pytest.raises(RateLimited) as info:
+        _client(script, max_retries=2).health()
+    assert info.value.detail == "queue full" and info.value.retry_after == 0 and len(script.requests) == 3
+
+
+def test_connection_errors_are_retried_then_wrapped():
+    script = Script(httpx.ConnectError("refused"), httpx.Response(200, json={"status": "ok"}))
+    assert _client(script).health() == {"status": "ok"}
+    with pytest.raises(TransportError):
+        _client(Script(*[httpx.ConnectError("refused")] * 3), max_retries=2).health()
+
+
+def test_non_idempotent_create_is_not_resent_after_the_request_may_have_arrived():
+    script = Script(httpx.ReadError("connection reset"), httpx.Response(201, json={"id": "x"}))
+    with pytest.raises(TransportError):
+        _client(script).create_study("s")
+    assert len(script.requests) == 1
+
+
+def test_4xx_are_typed_and_carry_the_servers_message():
+    body = {"detail": "1 invalid spec(s): item 1: unknown op 'x'", "errors": [{"index": 1, "reason": "unknown op"}]}
+    with pytest.raises(ValidationError) as info:
+        _client(Script(httpx.Response(422, json=body))).get_study("s")
+    assert info.value.errors == body["errors"] and "unknown op 'x'" in str(info.value)
+    with pytest.raises(NotFound):
+        _client(Script(httpx.Response(404, json={"detail": "study 's' not found"}))).get_study("s")
+
+
+def test_api_key_is_sent_as_bearer():
+    script = Script(httpx.Response(200, json={"status": "ok"}))
+    _client(script, api_key="secret-key").health()
+    assert script.requests[0].headers["authorization"] == "Bearer secret-key"
+
+
+def test_retry_after_http_date():
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None
+
+
+# --- acquisition ---------------------------------------------------------------------------------
+def test_acquisition_functions():
+    rng = random.Random(0)
+    means, stds = [1.0, 2.0, 0.0], [0.0, 0.0, 5.0]
+    assert choose(means, stds, 1, "ucb", rng, ucb_beta=1.0) == [2]
+    assert choose(means, stds, 2, "ucb", rng, ucb_beta=0.0) == [1, 0]
+    assert expected_improvement(2.0, 0.0, 1.0) == 1.0 and expected_improvement(0.0, 1.0, 0.0) > 0.39
+    picks = choose(means, stds, 3, "its", rng)
+    assert sorted(picks) == [0, 1, 2]  # independent draws, but never the same candidate twice
+    wins = sum(choose([0.0, 0.1], [0.0, 0.0], 1, "its", rng) == [1] for _ in range(50))
+    assert wins == 50
+
+
+# --- against a real server ----------------------------------------------------------------------
+CELLS = [c.to_string() for c in list(SPACE.all_cells())[3::1777][:8]]
+
+
+@pytest.mark.integration
+def test_embed_chunks_under_the_limit_and_keeps_order(default_server):
+    with Client(default_server.url, max_chunk=3) as client:
+        result = client.embed(CELLS)
+    assert [item.arch for item in result.items] == CELLS and [i.index for i in result.items] == list(range(8))
+    with httpx.Client(base_url=default_server.url) as raw:
+        direct = raw.post("/embed", json={"specs": CELLS}).json()["items"]
+    # The SDK decodes base64 float32; the JSON floats are the same float32 values, spelled shortest.
+    assert [array("f", i.embedding).tobytes() for i in result.items] == [
+        array("f", d["embedding"]).tobytes() for d in direct
+    ]
+    assert result.dim == 384 and len(result.embeddings[0]) == 384
+
+
+@pytest.mark.integration
+def test_async_client_matches(default_server):
+    async def run():
+        async with AsyncClient(default_server.url) as client:
+            return await client.embed(CELLS[:2]), await client.ready()
+
+    result, ready = asyncio.run(run())
+    assert ready and [i.arch for i in result.items] == CELLS[:2]
+
+
+@pytest.mark.integration
+def test_bananas_ask_tell_shared_by_two_workers(default_server):
+    def value(arch: str) -> float:
+        ops = SPACE.parse(arch).ops
+        return 50 + 3 * ops.count("nor_conv_3x3") - 2 * ops.count("none")
+
+    with Client(default_server.url) as client:
+        study = client.create_study("bananas-test", surrogate={"head": {"epochs": 60}})
+        a = Bananas(study, initial_samples=6, candidates=30, seed=1)
+        b = Bananas(client.study(study.id), initial_samples=6, candidates=30, seed=2)
+        first = a.ask(4)
+        assert len({SPACE.canonical(SPACE.parse(x)) for x in first}) == 4
+        for arch in first:
+            a.tell(arch, value(arch))
+        second = b.ask(3)  # b sees a's results: random phase continues to 6, nothing repeated
+        assert not {SPACE.canonical(SPACE.parse(x)) for x in second} & {SPACE.canonical(SPACE.parse(x)) for x in first}
+        for arch in second:
+            b.tell(arch, value(arch))
+        result = a.run(value, budget=8, batch_size=4)  # model-guided phase, through /predict
+        assert len(result.history) == 8 and result.best_value == max(v for _, v in result.history)
+        assert client.get_study(study.id).n_observations == 4 + 3 + 8
+        with pytest.raises(Conflict):
+            client.observe(study.id, [(first[0], value(first[0]) + 1)])
+        with pytest.raises(ValidationError) as info:
+            client.observe(study.id, [(first[0], value(first[0])), ("|bad~0|", 1.0)])
+        assert info.value.errors[0]["index"] == 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_client_installs_without_torch_and_example_runs(default_server, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([venv / "bin" / "pip", "install", "-q", str(REPO / "client")], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    listed = subprocess.run([venv / "bin" / "pip", "list"], capture_output=True, text=True).stdout.lower()
+    assert "colecache-client" in listed and "torch" not in listed and "numpy" not in listed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [
+            venv / "bin" / "python",
+            REPO / "client" / "examples" / "bananas_nb201.py",
+            "--url",
+            default_server.url,
+            "--budget",
+            "15",
+            "--batch-size",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "best after 15 evaluations" in run.stdout
