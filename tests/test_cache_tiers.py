@@ -40,7 +40,7 @@ def test_record_bytes_are_raw_little_endian_float32():
 
 # --- hot tiers ----------------------------------------------------------------------------------
 async def test_memory_tier_evicts_least_recently_used():
-    per_item = len(pack_record(_record(0)))
+    per_item = _record(0).vector.nbytes + MemoryTier.OVERHEAD
     tier = MemoryTier(max_bytes=3 * per_item)
     await tier.put_many([(_key(i), _record(i)) for i in range(3)])
     await tier.get_many([_key(0)])  # 0 is now the most recently used

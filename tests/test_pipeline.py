@@ -43,7 +43,7 @@ async def test_partial_hits_merge_back_in_request_order(settings, tiny_bert):
     assert [i.source for i in mixed.items] == ["computed", "memory", "computed", "memory"]
     assert mixed.items[1].record.vector.tobytes() == first.items[0].record.vector.tobytes()
     assert mixed.items[3].record.vector.tobytes() == first.items[1].record.vector.tobytes()
-    assert [i.rendered.arch for i in mixed.items] == [CELLS[2], CELLS[0], CELLS[3], CELLS[1]]
+    assert [i.arch for i in mixed.items] == [CELLS[2], CELLS[0], CELLS[3], CELLS[1]]
     # Each vector is the one the model gives that cell alone.
     alone = await _embed(services, [CELLS[3]], normalize=True)
     assert alone.items[0].source == "computed"  # another fingerprint, another key

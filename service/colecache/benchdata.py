@@ -11,7 +11,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-
 from colecache_client.benchmarks import DATASETS, find_nb201_dir, read_nb201
 
 __all__ = ["DATASETS", "NB201Table", "find_nb201_dir", "load_nb201"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,10 +16,19 @@ from .embedding.backend import BatchItem, TransformerBackend
 from .embedding.fingerprint import Fingerprint, Readout, resolve
 from .embedding.options import EmbedOptions
 from .embedding.queue import BatchQueue
-from .render import Rendered, RenderOptions, render
-from .specs import ItemError, Spec
+from .render import RAW_CODE_VERSION, Rendered, RenderOptions, render
+from .specs import CodeSpec, ItemError, Spec
 
 COMPUTED = "computed"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """What the pipeline needs of a rendered spec once its key is known (the code is not kept)."""
+
+    key: bytes
+    renderer_version: str
+    arch: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +36,8 @@ class EmbeddedItem:
     record: EmbeddingRecord
     source: str  # 'redis' | 'memory' | 'sql' | 'computed'
     key: bytes
-    rendered: Rendered
+    renderer_version: str
+    arch: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +59,56 @@ class TruncatedItems(ValueError):
 
 
 class EmbedPipeline:
-    def __init__(self, backend: TransformerBackend, queue: BatchQueue, cache: TieredCache, defaults: EmbedOptions):
+    def __init__(
+        self,
+        backend: TransformerBackend,
+        queue: BatchQueue,
+        cache: TieredCache,
+        defaults: EmbedOptions,
+        key_memo_size: int = 200_000,
+    ):
         self.backend = backend
         self.queue = queue
         self.cache = cache
         self.defaults = defaults
         self._flight: SingleFlight[bytes, EmbeddingRecord] = SingleFlight()
+        # (render options, fingerprint id) -> spec -> Keyed: a repeated spec skips rendering and hashing.
+        self._keys: dict[tuple[RenderOptions, str], OrderedDict[Spec, Keyed]] = {}
+        self._key_memo_size = key_memo_size
+        self._readouts: dict[EmbedOptions, Readout] = {}
 
     def readout(self, options: EmbedOptions) -> Readout:
         """Resolve request options against the served model (raises FingerprintError)."""
-        return resolve(self.backend.identity, self.defaults, options)
+        readout = self._readouts.get(options)
+        if readout is None:
+            readout = resolve(self.backend.identity, self.defaults, options)
+            if len(self._readouts) < 1024:
+                self._readouts[options] = readout
+        return readout
+
+    def keyed(self, specs: Sequence[Spec], render_options: RenderOptions, fingerprint: Fingerprint) -> list[Keyed]:
+        """Spec -> code -> key, memoised per (render options, fingerprint). Code specs are hashed each time."""
+        memo = self._keys.setdefault((render_options, fingerprint.id), OrderedDict())
+        out = []
+        for spec in specs:
+            if isinstance(spec, CodeSpec):
+                out.append(Keyed(cache_key(fingerprint.id, RAW_CODE_VERSION, spec.code), RAW_CODE_VERSION, None))
+                continue
+            found = memo.get(spec)
+            if found is None:
+                rendered = render(spec, render_options)
+                key = cache_key(fingerprint.id, rendered.renderer_version, rendered.code)
+                found = memo[spec] = Keyed(key, rendered.renderer_version, rendered.arch)
+                if len(memo) > self._key_memo_size:
+                    memo.popitem(last=False)
+            out.append(found)
+        return out
 
     async def embed(self, specs: Sequence[Spec], render_options: RenderOptions, options: EmbedOptions) -> EmbedOutcome:
         readout = self.readout(options)
         fingerprint = readout.fingerprint
-        rendered = [render(spec, render_options) for spec in specs]
-        keys = [cache_key(fingerprint.id, r.renderer_version, r.code) for r in rendered]
+        keyed = self.keyed(specs, render_options, fingerprint)
+        keys = [k.key for k in keyed]
 
         unique = list(dict.fromkeys(keys))
         found, found_in = await self.cache.get_many(unique)
@@ -73,9 +118,12 @@ class EmbedPipeline:
         metrics.record_lookup(found_in)
 
         if missing:
-            code_of = {}
-            for key, item in zip(keys, rendered):
-                code_of.setdefault(key, item)
+            # Only misses need their code again (the memo keeps keys, not texts).
+            wanted = set(missing)
+            code_of: dict[bytes, Rendered] = {}
+            for key, spec in zip(keys, specs):
+                if key in wanted and key not in code_of:
+                    code_of[key] = render(spec, render_options)
 
             async def compute(claimed: list[bytes]) -> dict[bytes, EmbeddingRecord]:
                 return await self._compute(claimed, code_of, fingerprint)
@@ -84,7 +132,7 @@ class EmbedPipeline:
             by_key.update(computed)
             source_of.update(dict.fromkeys(computed, COMPUTED))
 
-        items = [EmbeddedItem(by_key[k], source_of[k], k, r) for k, r in zip(keys, rendered)]
+        items = [EmbeddedItem(by_key[k.key], source_of[k.key], k.key, k.renderer_version, k.arch) for k in keyed]
         if readout.reject_truncated:
             errors = [
                 ItemError(i, f"code is longer than max_length={fingerprint.max_length} tokens")

@@ -11,6 +11,7 @@ import itertools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .base import SearchSpace, SpecError
@@ -98,6 +99,12 @@ def parse_cell_string(text: str) -> NB201Cell:
     """Parse `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`, naming the first bad token in the error."""
     if not isinstance(text, str):
         raise SpecError(f"expected a cell string, got {type(text).__name__}")
+    return _parse_cell_string(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_cell_string(text: str) -> NB201Cell:
+    # Memoised: search loops send the same few thousand cells again and again (errors are not cached).
     text = text.strip()
     groups = text.split("+")
     if len(groups) != N_NODES - 1:

@@ -1,4 +1,8 @@
-"""Request-scoped access to the running services."""
+"""Request-scoped access to the running services.
+
+All dependencies are `async def`: FastAPI runs plain `def` ones in a thread pool, which costs
+more than everything a cached /embed does.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +14,24 @@ from .errors import NotReady
 from .state import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_pipeline(request: Request) -> EmbedPipeline:
-    services = get_services(request)
+async def get_pipeline(request: Request) -> EmbedPipeline:
+    services: Services = request.app.state.services
     if services.pipeline is None:
         raise NotReady(services.startup_error or "model is loading")
     return services.pipeline
 
 
-def get_studies(request: Request) -> StudyService:
-    services = get_services(request)
+async def get_studies(request: Request) -> StudyService:
+    services: Services = request.app.state.services
     if services.studies is None:
         raise NotReady(services.startup_error or "model is loading")
     return services.studies
 
 
-def get_owner(request: Request) -> str | None:
+async def get_owner(request: Request) -> str | None:
     """Who owns what this request creates or reads: the caller's API-key identity (None without auth)."""
     return getattr(request.state, "owner", None)

@@ -6,6 +6,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
+
 from .record import EmbeddingRecord, pack_record, unpack_record
 
 
@@ -22,42 +24,51 @@ class HotTier(Protocol):
 
 
 class MemoryTier:
-    """Least-recently-used dict of packed records, evicting by total bytes."""
+    """Least-recently-used dict of records, evicting by total bytes.
+
+    Records are kept as read-only float32 arrays (no decoding on a hit); the byte budget counts
+    the vector bytes plus a fixed overhead per entry.
+    """
 
     name = "memory"
+    OVERHEAD = 160  # dict slot, key, record object: measured order of magnitude
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self._entries: OrderedDict[bytes, EmbeddingRecord] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _size(self, record: EmbeddingRecord) -> int:
+        return record.vector.nbytes + self.OVERHEAD
+
     async def get_many(self, keys: Sequence[bytes]) -> list[EmbeddingRecord | None]:
+        entries = self._entries
         out: list[EmbeddingRecord | None] = []
         for key in keys:
-            blob = self._entries.get(key)
-            if blob is None:
-                out.append(None)
-            else:
-                self._entries.move_to_end(key)
-                out.append(unpack_record(blob))
+            record = entries.get(key)
+            if record is not None:
+                entries.move_to_end(key)
+            out.append(record)
         return out
 
     async def put_many(self, items: Sequence[tuple[bytes, EmbeddingRecord]]) -> None:
         for key, record in items:
-            blob = pack_record(record)
+            vector = np.array(record.vector, dtype=np.float32)  # a private, read-only copy
+            vector.setflags(write=False)
+            record = EmbeddingRecord(vector, record.n_tokens, record.truncated)
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= len(old)
-            if len(blob) > self.max_bytes:
+                self._bytes -= self._size(old)
+            if self._size(record) > self.max_bytes:
                 continue
-            self._entries[key] = blob
-            self._bytes += len(blob)
+            self._entries[key] = record
+            self._bytes += self._size(record)
         while self._bytes > self.max_bytes and self._entries:
             _, evicted = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
+            self._bytes -= self._size(evicted)
 
     async def ping(self) -> bool:
         return True

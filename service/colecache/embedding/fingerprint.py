@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 from .options import EmbedOptions
 
@@ -38,11 +39,21 @@ class Fingerprint:
     @property
     def id(self) -> str:
         """Stable hex digest of every field (field order and spelling fixed by JSON sort)."""
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return _digest(self)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "id": self.id}
+        return {**_fields(self), "id": self.id}
+
+
+@lru_cache(maxsize=1024)
+def _fields(fingerprint: Fingerprint) -> dict:
+    return asdict(fingerprint)
+
+
+@lru_cache(maxsize=1024)
+def _digest(fingerprint: Fingerprint) -> str:
+    blob = json.dumps(_fields(fingerprint), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 class FingerprintError(ValueError):

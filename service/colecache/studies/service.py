@@ -186,7 +186,7 @@ class StudyService:
         if features.cole:
             outcome = await self.pipeline.embed(specs, options.render, options.embedder)
             cole = np.stack([item.record.vector for item in outcome.items])
-            archs = [item.rendered.arch for item in outcome.items]
+            archs = [item.arch for item in outcome.items]
         else:
             archs = [get_space(s.space).to_string(s.arch) if isinstance(s, ArchSpec) else None for s in specs]
         struct = None

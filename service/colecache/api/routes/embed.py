@@ -42,8 +42,8 @@ def outcome_body(outcome: EmbedOutcome, encoding: str) -> dict:
                 "n_tokens": item.record.n_tokens,
                 "truncated": item.record.truncated,
                 "key": item.key.hex(),
-                "renderer_version": item.rendered.renderer_version,
-                "arch": item.rendered.arch,
+                "renderer_version": item.renderer_version,
+                "arch": item.arch,
                 "embedding": base64.b64encode(vector.tobytes()).decode() if encoding == "base64" else vector,
             }
         )

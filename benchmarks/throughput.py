@@ -1,0 +1,412 @@
+"""Throughput and latency of colecache against the raw model forward and infinity-emb, in one run.
+
+    python benchmarks/throughput.py --out benchmarks/results/throughput.md
+    python benchmarks/throughput.py --quick            # small sizes, to check the harness
+
+Measured (same machine, same run, same model weights, same code texts, max 512 tokens, fp32):
+  a. cold embedding throughput over HTTP, 1 / 8 / 32 concurrent clients sending 1..64 specs each,
+     vs the raw in-process batched forward (transformers, batch 32, length-sorted) and infinity-emb;
+  b. cached latency: one cached spec vs the server's no-op route (GET /health), and 1,000 cached specs;
+  c. /predict on 1,000 cached candidates vs the surrogate's own forward (features + head);
+  d. `colecache precompute` of the whole NB201 space vs the raw forward on the same 15,625 texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import numpy as np
+import typer
+from colecache.embedding.backend import resolve_model_ref
+from colecache.render import RenderOptions, render
+from colecache.settings import BUNDLED_MODEL
+from colecache.specs import ArchSpec
+from colecache_client.spaces import get_space
+
+app = typer.Typer(help=__doc__)
+SPACE = get_space("nb201")
+ROOT = Path(__file__).resolve().parents[1]
+INFINITY = Path(os.environ.get("INFINITY_BIN", "/work/infinity-venv/bin/infinity_emb"))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+# --- raw model forward ------------------------------------------------------------------------
+def raw_throughput(texts: list[str], batch_size: int = 32, max_length: int = 512) -> float:
+    """Plain transformers: length-sorted batches, padded forward, masked mean. Cells per second."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_ref(BUNDLED_MODEL)[0]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [texts[i] for i in order[start : start + batch_size]]
+            enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            _ = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    return len(texts) / (time.perf_counter() - started)
+
+
+# --- servers ------------------------------------------------------------------------------------
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def wait_until(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def start_colecache(workdir: Path, **env: str) -> Server:
+    port = free_port()
+    log_path = workdir / f"colecache-{port}.log"
+    settings = {
+        "COLECACHE_DATA_DIR": str(workdir / "data"),
+        "COLECACHE_PORT": str(port),
+        "COLECACHE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "colecache.cli", "serve"],
+        env={**os.environ, **settings, **env},
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(url + "/ready", proc, log_path)
+    return Server("colecache", url, proc, log_path)
+
+
+def infinity_model_dir(workdir: Path) -> Path:
+    """The bundled MiniLM, with sentence-transformers' own 256-token cap raised to our 512."""
+    target = workdir / "minilm-512"
+    if not target.exists():
+        shutil.copytree(resolve_model_ref(BUNDLED_MODEL)[0], target)
+        config = json.loads((target / "sentence_bert_config.json").read_text())
+        config["max_seq_length"] = 512
+        (target / "sentence_bert_config.json").write_text(json.dumps(config))
+    return target
+
+
+def start_infinity(workdir: Path) -> Server:
+    port = free_port()
+    log_path = workdir / f"infinity-{port}.log"
+    model = infinity_model_dir(workdir)
+    proc = subprocess.Popen(
+        [
+            str(INFINITY),
+            "v2",
+            "--model-id",
+            str(model),
+            "--served-model-name",
+            "minilm",
+            "--port",
+            str(port),
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "32",
+            "--no-bettertransformer",
+            "--no-vector-disk-cache",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(url + "/health", proc, log_path)
+    return Server("infinity", url, proc, log_path)
+
+
+# --- load generation ----------------------------------------------------------------------------
+def plan_requests(n_items: int, seed: int, low: int = 1, high: int = 64) -> list[tuple[int, int]]:
+    """(start, stop) slices of the item list, sizes uniform in [low, high]."""
+    rng, out, start = random.Random(seed), [], 0
+    while start < n_items:
+        size = rng.randint(low, high)
+        out.append((start, min(start + size, n_items)))
+        start += size
+    return out
+
+
+async def drive(url: str, path: str, bodies: list[dict], clients: int) -> float:
+    """Send all bodies with `clients` concurrent workers; returns wall seconds."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            response = await client.post(path, json=body)
+            response.raise_for_status()
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        return time.perf_counter() - started
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, part: str, what: str, value: str, target: str = "") -> None:
+        self.rows.append((part, what, value, target))
+        log(f"{part} | {what} | {value} | {target}")
+
+
+@app.command()
+def main(
+    out: Annotated[Path, typer.Option(help="Markdown table to write.")] = ROOT / "benchmarks/results/throughput.md",
+    cells: Annotated[int, typer.Option(help="Distinct cold cells per throughput scenario.")] = 800,
+    quick: Annotated[bool, typer.Option(help="Small sizes (harness check).")] = False,
+    infinity: Annotated[bool, typer.Option(help="Include infinity-emb (needs $INFINITY_BIN).")] = True,
+    precompute: Annotated[bool, typer.Option(help="Include the whole-space precompute (about 25 min).")] = True,
+) -> None:
+    if quick:
+        cells, precompute = 96, False
+    started_all = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="colecache-bench-"))
+    all_cells = list(SPACE.all_cells())
+    random.Random(0).shuffle(all_cells)
+    options = RenderOptions()
+    texts = {c: render(ArchSpec("nb201", c), options).code for c in all_cells}
+    concurrency = (1, 8, 32)
+    scenario_cells = {c: all_cells[i * cells : (i + 1) * cells] for i, c in enumerate(concurrency)}
+    infinity_cells = {c: all_cells[(3 + i) * cells : (4 + i) * cells] for i, c in enumerate(concurrency)}
+    report = Report()
+
+    # a. cold throughput ---------------------------------------------------------------------------
+    log("raw forward")
+    raw = {c: raw_throughput([texts[x] for x in scenario_cells[c]]) for c in concurrency}
+    raw_mean = statistics.mean(raw.values())
+    report.add(
+        "a",
+        f"raw transformers forward, batch 32, length-sorted ({cells} cells x3)",
+        f"{raw_mean:.1f} cells/s ({', '.join(f'{v:.1f}' for v in raw.values())})",
+    )
+    server = start_colecache(workdir)
+    try:
+        for c in concurrency:
+            subset = [x.to_string() for x in scenario_cells[c]]
+            bodies = [{"specs": subset[a:b], "encoding": "base64"} for a, b in plan_requests(len(subset), c)]
+            seconds = asyncio.run(drive(server.url, "/embed", bodies, c))
+            rate = len(subset) / seconds
+            report.add(
+                "a",
+                f"colecache /embed, {c} clients x 1..64 specs, cold",
+                f"{rate:.1f} cells/s",
+                f"{rate / raw[c]:.2f}x raw (target >= 0.95x at 32)",
+            )
+            raw[f"cole{c}"] = rate
+        if infinity and INFINITY.exists():
+            inf = start_infinity(workdir)
+            try:
+                for c in concurrency:
+                    subset = [texts[x] for x in infinity_cells[c]]
+                    bodies = [{"model": "minilm", "input": subset[a:b]} for a, b in plan_requests(len(subset), c)]
+                    seconds = asyncio.run(drive(inf.url, "/embeddings", bodies, c))
+                    rate = len(subset) / seconds
+                    report.add(
+                        "a",
+                        f"infinity-emb /embeddings, {c} clients x 1..64 texts",
+                        f"{rate:.1f} cells/s",
+                        f"colecache is {raw[f'cole{c}'] / rate:.2f}x (target >= 1.0x at 32)",
+                    )
+            finally:
+                inf.stop()
+        else:
+            report.notes.append("infinity-emb not run (no binary at $INFINITY_BIN).")
+
+        # b. cached latency ------------------------------------------------------------------------
+        warm = [x.to_string() for x in scenario_cells[32]][:1000]
+        with httpx.Client(base_url=server.url, timeout=600) as client:
+            client.post("/embed", json={"specs": warm})
+            one = warm[0]
+            for _ in range(20):
+                client.get("/health")
+                client.post("/embed", json={"specs": [one]})
+            noop = timed(lambda: client.get("/health"), 500)
+            single = timed(lambda: client.post("/embed", json={"specs": [one]}).raise_for_status(), 500)
+            report.add(
+                "b", "no-op route GET /health p50 / p99", f"{percentile(noop, 50):.2f} / {percentile(noop, 99):.2f} ms"
+            )
+            report.add(
+                "b",
+                "one cached spec POST /embed p50 / p99",
+                f"{percentile(single, 50):.2f} / {percentile(single, 99):.2f} ms",
+                f"{percentile(single, 50) / percentile(noop, 50):.2f}x no-op (target <= 1.5x)",
+            )
+            for encoding in ("base64", "float"):
+                body = {"specs": warm, "encoding": encoding}
+                thousand = timed(lambda b=body: client.post("/embed", json=b).raise_for_status(), 30)
+                report.add(
+                    "b",
+                    f"{len(warm)} cached specs, {encoding} p50 / p99",
+                    f"{percentile(thousand, 50):.1f} / {percentile(thousand, 99):.1f} ms",
+                    "target <= 50 ms",
+                )
+
+            # c. predict -------------------------------------------------------------------------
+            from colecache.benchdata import find_nb201_dir, load_nb201
+
+            table = load_nb201() if find_nb201_dir() else None
+            observed = [x.to_string() for x in scenario_cells[8]][:200]
+            value = (
+                (lambda a: float(table.accuracy["cifar100"][table.index_of[a]]))
+                if table
+                else (lambda a: 50.0 + a.count("conv_3x3"))
+            )
+            study = client.post("/studies", json={"name": "bench"}).json()
+            client.post(
+                f"/studies/{study['id']}/observations",
+                json={"observations": [{"spec": a, "value": value(a)} for a in observed]},
+            ).raise_for_status()
+            candidates = warm
+            client.post(f"/studies/{study['id']}/predict", json={"specs": candidates}).raise_for_status()  # fit
+            predict = timed(
+                lambda: client.post(f"/studies/{study['id']}/predict", json={"specs": candidates}).raise_for_status(),
+                30,
+            )
+            head = head_forward_ms(client, study, observed, candidates, value)
+            report.add(
+                "c",
+                f"/predict on {len(candidates)} cached candidates p50 / p99",
+                f"{percentile(predict, 50):.1f} / {percentile(predict, 99):.1f} ms",
+                f"{percentile(predict, 50) / head:.2f}x the head's forward of {head:.1f} ms (target <= 2x)",
+            )
+    finally:
+        server.stop()
+
+    # d. whole-space precompute ----------------------------------------------------------------------
+    if precompute:
+        log("precompute of the whole space")
+        env = {**os.environ, "COLECACHE_DATA_DIR": str(workdir / "precompute")}
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "colecache.cli", "precompute"], env=env, check=True)
+        rate = len(all_cells) / (time.perf_counter() - began)
+        log("raw forward over the whole space")
+        raw_all = raw_throughput([texts[c] for c in all_cells])
+        report.add("d", "raw forward, whole space (15,625 cells)", f"{raw_all:.1f} cells/s")
+        report.add(
+            "d",
+            "colecache precompute, whole space (process start to finish)",
+            f"{rate:.1f} cells/s",
+            f"{rate / raw_all:.2f}x raw (target >= 0.95x)",
+        )
+    write_report(out, report, time.perf_counter() - started_all, quick)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def head_forward_ms(client: httpx.Client, study: dict, observed: list[str], candidates: list[str], value) -> float:
+    """The surrogate's own forward (feature map + head) on the candidates, fitted like the server's."""
+    from colecache.surrogate import Surrogate, SurrogateConfig
+
+    info = client.get(f"/studies/{study['id']}").json()
+    embed = lambda specs: np.asarray(  # noqa: E731
+        [
+            i["embedding"]
+            for i in client.post(
+                "/embed", json={"specs": specs, "render": info["render"], "embedder": info["embedder"]}
+            ).json()["items"]
+        ],
+        dtype=np.float32,
+    )
+    surrogate = Surrogate(SurrogateConfig.model_validate(info["surrogate"]))
+    surrogate.fit(embed(observed), None, np.array([value(a) for a in observed]))
+    x = embed(candidates)
+    surrogate.predict(x, None)
+    return percentile(timed(lambda: surrogate.predict(x, None), 30), 50)
+
+
+def write_report(out: Path, report: Report, seconds: float, quick: bool) -> None:
+    import torch
+
+    lines = [
+        "# colecache throughput and latency",
+        "",
+        f"Command: `python benchmarks/throughput.py{' --quick' if quick else ''}`  ",
+        f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; wall time {seconds / 60:.1f} min  ",
+        "Model: all-MiniLM-L6-v2 (bundled), fp32, mean pooling, max_length 512, render exclude_helper/none.",
+        "",
+        "| part | measurement | value | against target |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {p} | {w} | {v} | {t} |" for p, w, v, t in report.rows]
+    lines += [""] + [f"- {note}" for note in report.notes]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    app()
