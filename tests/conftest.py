@@ -189,6 +189,8 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> ServerProcess:
+        keys = [k for k in self.env.get("COLECACHE_API_KEYS", "").split(",") if k]
+        headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "colecache.cli", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -198,7 +200,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/ready", timeout=2, headers=headers).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -35,8 +35,31 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,  # keep our JSON logging
+        access_log=False,  # our access log carries request ids (colecache.access)
+        timeout_graceful_shutdown=settings.timeout_graceful_shutdown_s,
     )
+
+
+@app.command()
+def healthcheck(
+    url: Annotated[str | None, typer.Option(help="Default: this host's COLECACHE_PORT.")] = None,
+    ready: Annotated[bool, typer.Option(help="Check /ready (model loaded, stores up) instead of /health.")] = False,
+) -> None:
+    """Exit 0 if the local server answers (for container HEALTHCHECKs; needs no curl in the image)."""
+    import httpx
+
+    from .settings import get_settings
+
+    base = url or f"http://127.0.0.1:{get_settings().port}"
+    try:
+        response = httpx.get(base.rstrip("/") + ("/ready" if ready else "/health"), timeout=4)
+    except httpx.HTTPError as exc:
+        typer.echo(f"unhealthy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        typer.echo(f"unhealthy: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

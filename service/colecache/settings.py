@@ -64,16 +64,38 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    timeout_graceful_shutdown_s: int = Field(30, ge=0, description="How long shutdown waits for requests in flight.")
+
+    # --- auth ------------------------------------------------------------------------------------
+    api_keys: str | None = Field(
+        None, description="Comma-separated API keys; when set (or a keys file is), every route but /health needs one."
+    )
+    api_keys_file: Path | None = Field(None, description="File with one API key per line (`#` comments allowed).")
+    metrics_auth: bool = Field(False, description="Require an API key for /metrics too (default: open to scrapers).")
 
     # --- benchmark data ----------------------------------------------------------------------
     nb201_data: Path | None = Field(
         None, description="Folder holding NATS-Bench's `nats_bench.csv` (benchmarks and evaluation only)."
     )
 
+    @field_validator("model_revision", "database_url", "redis_url", "api_keys", "api_keys_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value):
+        # docker compose passes `VAR: ${VAR:-}` as an empty string: treat it as "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    def api_key_list(self) -> list[str]:
+        """Every configured key (environment and file), without blanks or comments."""
+        keys = [k.strip() for k in (self.api_keys or "").split(",")]
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.expanduser().read_text().splitlines()
+            keys += [line.split("#", 1)[0].strip() for line in lines]
+        return [k for k in keys if k]
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from .. import __version__
 from ..embedding.backend import TransformerBackend
 from ..settings import Settings, get_settings
+from . import observability
+from .auth import ApiKeyMiddleware
 from .errors import BodyLimitMiddleware, install_error_handlers
-from .routes import embed, health, studies
+from .routes import embed, health, openai, studies
 from .state import Services, load_model, open_stores, shutdown
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,16 @@ def create_app(settings: Settings | None = None, backend: TransformerBackend | N
         summary="COLE code embeddings and surrogate predictions for neural architecture search.",
         lifespan=lifespan,
     )
+    # Added innermost first: observability sees everything, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    keys = settings.api_key_list()
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys, metrics_open=not settings.metrics_auth)
+    app.add_middleware(observability.ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(embed.router)
     app.include_router(studies.router)
+    app.include_router(openai.router)
+    app.include_router(observability.router)
     return app

@@ -25,15 +25,30 @@ class MLPEnsemble:
     """M independently initialised MLPs, each on its own bootstrap resample, trained side by side.
 
     All members are one batched network (weights shaped (M, in, out)), so an ensemble costs about
-    as much as a single wide MLP. The spread of the members is the uncertainty: members agree
-    where data constrain them and diverge away from it, and bootstrap plus distinct seeds keep
-    them genuinely different (an ensemble of identical members would report zero uncertainty).
+    as much as a single wide MLP. Bootstrap plus distinct seeds keep the members genuinely
+    different (an ensemble of identical members would report zero uncertainty).
+
+    Uncertainty: ``std = sqrt(member variance + noise variance)``.
+
+    - *member variance* (epistemic): the spread of the members' predictions; members agree where
+      data constrain them and diverge away from it, so this term grows away from the data.
+    - *noise variance*: the out-of-bag residual variance, i.e. the mean squared error of the
+      ensemble on each training cell, predicted only by the members whose bootstrap resample did
+      not contain it (members fitted without bootstrap: the in-sample residual variance). It
+      stands for the error the members cannot see in their own disagreement (label noise and the
+      bias they share), is one constant for all candidates, and keeps std from collapsing to zero
+      where the members happen to agree (member spread alone can fall to ~1e-5). It is floored at
+      ``NOISE_FLOOR`` (in standardised target units), so std > 0 always.
     """
+
+    NOISE_FLOOR = 1e-3
 
     def __init__(self, config: HeadConfig, seed: int = 0):
         self.config = config
         self.seed = seed
         self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.calibration: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.noise_var = self.NOISE_FLOOR**2
 
     def _init(self, n_in: int, generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
         sizes = [n_in] + [self.config.hidden] * self.config.layers + [1]
@@ -93,18 +108,34 @@ class MLPEnsemble:
             loss.backward()
             optimizer.step()
         self.weights = [(w.detach(), b.detach()) for w, b in params]
+        self.calibration = None
         if cfg.loss == "ranking":
-            # A pure ranking loss fixes no scale: map each member's scores onto the targets linearly.
+            # A pure ranking loss fixes no scale: map each member's scores onto its own resample linearly.
             with torch.no_grad():
-                scores = self._forward(self.weights, xt.expand(cfg.members, n, -1))
-            a = np.array([np.polyfit(s.numpy(), y, 1) for s in scores])
+                scores = self._forward(self.weights, xb)
+            a = np.array([np.polyfit(s.numpy(), t.numpy(), 1) for s, t in zip(scores, yb)])
             self.calibration = (
                 torch.as_tensor(a[:, 0:1], dtype=torch.float32),
                 torch.as_tensor(a[:, 1:2], dtype=torch.float32),
             )
-        else:
-            self.calibration = None
+        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
         return self
+
+    def _residual_variance(self, x: np.ndarray, y: np.ndarray, index: torch.Tensor | None) -> float:
+        """Out-of-bag mean squared residual (in-sample without bootstrap), floored at NOISE_FLOOR**2."""
+        members = self.member_predictions(x).astype(np.float64)  # (M, n)
+        if index is not None:
+            in_bag = np.zeros(members.shape, dtype=bool)
+            np.put_along_axis(in_bag, index.numpy(), True, axis=1)
+            out = ~in_bag
+            count = out.sum(axis=0)
+            seen = count > 0
+            if seen.sum() >= 2:
+                oob_mean = (members * out).sum(axis=0)[seen] / count[seen]
+                return max(float(np.mean((y[seen] - oob_mean) ** 2)), self.NOISE_FLOOR**2)
+        residual = y - members.mean(axis=0)
+        n = len(y)
+        return max(float(np.sum(residual**2) / max(n - 1, 1)), self.NOISE_FLOOR**2)
 
     def member_predictions(self, x: np.ndarray) -> np.ndarray:
         """(members, n) predictions, for inspection and Thompson sampling."""
@@ -116,8 +147,8 @@ class MLPEnsemble:
         return out.numpy()
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        members = self.member_predictions(x)
-        return members.mean(axis=0), members.std(axis=0, ddof=1)
+        members = self.member_predictions(x).astype(np.float64)
+        return members.mean(axis=0), np.sqrt(members.var(axis=0, ddof=1) + self.noise_var)
 
 
 class GaussianProcess:

@@ -1,0 +1,105 @@
+"""OpenAI-compatible `POST /v1/embeddings`: raw text or code in, the same cached vectors out.
+
+Works with the official `openai` package unmodified (`OpenAI(base_url=".../v1")`). Inputs are
+embedded verbatim (like `{"code": ...}` specs), so they share colecache's cache. `dimensions`
+keeps the first d components and re-normalises them, as OpenAI's shortened embeddings do.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...embedding.options import EmbedOptions
+from ...pipeline import EmbedPipeline
+from ...render import RenderOptions
+from ...specs import CodeSpec
+from ..deps import get_pipeline, get_services
+from ..responses import FastJSONResponse
+from ..state import Services
+
+router = APIRouter(tags=["openai"])
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(..., description="Text(s) to embed.")
+    model: str = Field(..., description="The served model (see GET /v1/models).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None) -> FastJSONResponse:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return FastJSONResponse({"error": error}, status_code=status)
+
+
+def served_names(pipeline: EmbedPipeline) -> set[str]:
+    identity = pipeline.backend.identity
+    return {identity.model, identity.model.split("/")[-1], "colecache"}
+
+
+@router.get("/v1/models", summary="OpenAI-compatible model list (the one served model)")
+async def models(pipeline: Annotated[EmbedPipeline, Depends(get_pipeline)]):
+    identity = pipeline.backend.identity
+    return FastJSONResponse(
+        {"object": "list", "data": [{"id": identity.model, "object": "model", "created": 0, "owned_by": "colecache"}]}
+    )
+
+
+@router.post("/v1/embeddings", summary="OpenAI-compatible embeddings of raw text or code")
+async def embeddings(
+    body: EmbeddingsRequest,
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    pipeline: Annotated[EmbedPipeline, Depends(get_pipeline)],
+):
+    if body.model not in served_names(pipeline):
+        return openai_error(
+            404,
+            f"model {body.model!r} is not served here; use {pipeline.backend.identity.model!r}",
+            "model",
+            "model_not_found",
+        )
+    texts: Any = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or not all(isinstance(t, str) for t in texts):
+        return openai_error(
+            422, "input must be a non-empty string or list of strings (token arrays are not supported)", "input"
+        )
+    settings = services.settings
+    if len(texts) > settings.max_items_per_request:
+        return openai_error(413, f"{len(texts)} inputs exceed the limit of {settings.max_items_per_request}", "input")
+    for index, text in enumerate(texts):
+        if not text:
+            return openai_error(422, f"input[{index}] is empty", "input")
+        if len(text) > settings.max_code_chars:
+            return openai_error(
+                422, f"input[{index}] is {len(text)} characters, over the limit of {settings.max_code_chars}", "input"
+            )
+    dim = pipeline.backend.identity.dim
+    if body.dimensions is not None and body.dimensions > dim:
+        return openai_error(422, f"dimensions {body.dimensions} exceeds the model's {dim}", "dimensions")
+    outcome = await pipeline.embed([CodeSpec(t) for t in texts], RenderOptions(), EmbedOptions())
+    data = []
+    for index, item in enumerate(outcome.items):
+        vector = item.record.vector
+        if body.dimensions is not None:
+            vector = vector[: body.dimensions]
+            vector = (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+        encoded: Any = base64.b64encode(vector.tobytes()).decode() if body.encoding_format == "base64" else vector
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(item.record.n_tokens for item in outcome.items)
+    return FastJSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": pipeline.backend.identity.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
