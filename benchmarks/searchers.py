@@ -42,16 +42,23 @@ def bananas_cole(
     return [value for _, value in result.history]
 
 
-# --- BANANAS in-process on a structural encoding, same algorithm, same head --------------------------
+# --- BANANAS in-process, same algorithm and head as through the server --------------------------------
 @dataclass
 class LocalStudy:
-    """Implements the part of the SDK's `Study` that BANANAS uses, with an in-process surrogate."""
+    """Implements the part of the SDK's `Study` that BANANAS uses, with an in-process surrogate.
+
+    `embeddings` (arch string -> COLE vector) and `reference` (the whole space's vectors) let it
+    reproduce a server study without HTTP, for tuning; structural features are computed here.
+    """
 
     surrogate: SurrogateConfig
     direction: str = "maximize"
+    embeddings: dict[str, np.ndarray] | None = None
+    reference: np.ndarray | None = None
     rows: list[tuple[str, float]] = field(default_factory=list)
     fitted_on: int = -1
     model: Surrogate | None = None
+    _reference_struct: np.ndarray | None = None
 
     @property
     def info(self) -> StudyInfo:
@@ -72,16 +79,29 @@ class LocalStudy:
             self.rows.append((spec, float(value)))
         return ObservationsWritten(len(items), 0, 0, 0, len(self.rows), len(self.rows))
 
-    def _encode(self, archs: list[str]) -> np.ndarray:
+    def _encode(self, archs: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        cole = np.stack([self.embeddings[a] for a in archs]) if self.surrogate.features.cole else None
         kinds = self.surrogate.features.structural
-        return np.array([np.concatenate([SPACE.encode(SPACE.parse(a), k) for k in kinds]) for a in archs])
+        struct = (
+            np.array([np.concatenate([SPACE.encode(SPACE.parse(a), k) for k in kinds]) for a in archs])
+            if kinds
+            else None
+        )
+        return cole, struct
 
     def predict(self, specs: list[str]) -> PredictResult:
         if self.fitted_on != len(self.rows):
             archs, values = zip(*self.rows)
-            self.model = Surrogate(self.surrogate).fit(None, self._encode(list(archs)), np.array(values))
+            cole, struct = self._encode(list(archs))
+            reference = self.reference if self.surrogate.features.reference == "space" else None
+            ref_struct = None
+            if reference is not None and self.surrogate.features.structural:
+                if self._reference_struct is None:
+                    self._reference_struct = self._encode(list(self.embeddings))[1]
+                ref_struct = self._reference_struct
+            self.model = Surrogate(self.surrogate).fit(cole, struct, np.array(values), reference, ref_struct)
             self.fitted_on = len(self.rows)
-        mean, std = self.model.predict(None, self._encode(specs))
+        mean, std = self.model.predict(*self._encode(specs))
         preds = [Prediction(i, s, float(m), float(d)) for i, (s, m, d) in enumerate(zip(specs, mean, std))]
         return PredictResult("local", len(self.rows), len(self.rows), preds)
 
