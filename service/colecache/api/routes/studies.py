@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio.to_thread
+from colecache_client.spaces import get_space
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ...studies.repository import StudyNotFound, StudyRecord
@@ -75,8 +76,6 @@ async def create_study(
     studies: Annotated[StudyService, Depends(get_studies)],
 ):
     """Create a study: its search space, render and embedder options, objective and surrogate."""
-    from colecache_client.spaces import get_space
-
     get_space(body.space)  # unknown space -> 422 via SpecError
     # Resolve against the served model now (422 if it cannot honour them) and store concrete values,
     # so the study keeps its meaning if the server's defaults change later.
