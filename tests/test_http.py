@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -161,3 +164,47 @@ def test_request_limits_are_413(server_factory):
         )
     assert chunked.status_code == 413 and "exceeds the limit of 4096 bytes" in chunked.text
     assert _post(server, {"specs": CELLS[:3]}).status_code == 200
+
+
+def test_full_queue_is_429_with_retry_after(server_factory):
+    server = server_factory(COLECACHE_MAX_QUEUE_ITEMS="4")
+    response = _post(server, {"specs": [c.to_string() for c in list(SPACE.all_cells())[9::1601][:6]]})
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1 and "queue is full" in response.json()["detail"]
+    assert _post(server, {"specs": CELLS[:3]}).status_code == 200  # smaller requests still get through
+
+
+def test_model_that_fails_to_load_keeps_health_up_and_explains_ready(tmp_path):
+    from conftest import ServerProcess
+
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    server = ServerProcess(
+        {"COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_MODEL": str(broken), "HF_HUB_OFFLINE": "1"},
+        tmp_path / "server.log",
+    )
+    server.proc = subprocess.Popen(
+        [sys.executable, "-m", "colecache.cli", "serve"],
+        env=server.env,
+        stdout=server.log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the server never reported the load failure"
+            try:
+                health = httpx.get(server.url + "/health", timeout=2)
+                ready = httpx.get(server.url + "/ready", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.3)
+                continue
+            if ready.status_code == 503 and "loading" not in ready.text:
+                break
+            time.sleep(0.3)
+        assert health.status_code == 200  # the process is alive...
+        assert ready.headers["retry-after"] and "not ready" in ready.json()["detail"]  # ...and says why it is not ready
+        assert _post(server, {"specs": CELLS[:1]}).status_code == 503
+    finally:
+        server.stop()
