@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from colecache.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -45,3 +45,30 @@ async def test_precompute_is_resumable_and_matches_embed(tmp_path, tiny_bert_dir
     for a, b in zip(fresh.items, cached.items):
         np.testing.assert_allclose(a.record.vector, b.record.vector, rtol=1e-4, atol=1e-5)
     await shutdown(services)
+
+
+async def test_canonical_precompute_embeds_each_isomorphism_class_once(tmp_path, tiny_bert_dir, tiny_bert):
+    from colecache.render import representative
+
+    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", max_batch_size=16)
+    services = Services(settings=settings, cache=await open_stores(settings))
+    await load_model(services, tiny_bert)
+    cells = list(get_space("nb201").all_cells())[:300]
+    classes = {representative(c) for c in cells}
+    assert len(classes) < len(cells)  # the first cells of the enumeration do share classes
+    before = tiny_bert.stats.items
+
+    report = await precompute_space(
+        services, "nb201", RenderOptions(canonical=True), [EmbedOptions(pooling="mean")], limit=300
+    )
+    assert (report.cells, report.computed) == (len(classes), len(classes))
+    assert tiny_bert.stats.items - before == len(classes)
+    assert services.cache.durable.count() == len(classes)
+    # Every cell, whichever member of its class, is now a cache hit.
+    outcome = await services.pipeline.embed(
+        parse_specs([c.to_string() for c in cells], "nb201", 10_000),
+        RenderOptions(canonical=True),
+        EmbedOptions(pooling="mean"),
+    )
+    assert {i.source for i in outcome.items} <= {"memory", "sql"}
+    await shutdown(services)

@@ -139,26 +139,38 @@ def precompute(
     pooling: Annotated[
         list[str] | None, typer.Option(help="Read-out(s) to cache; repeat to fill several from one forward.")
     ] = None,
-    layer: Annotated[int | None, typer.Option(help="Hidden-state index (default COLECACHE_LAYER).")] = None,
+    layer: Annotated[
+        list[int] | None,
+        typer.Option(help="Hidden-state index (default COLECACHE_LAYER); repeat to cache several layers at once."),
+    ] = None,
     max_length: Annotated[int | None, typer.Option(help="Token limit (default COLECACHE_MAX_LENGTH).")] = None,
     normalize: Annotated[bool | None, typer.Option(help="L2-normalise.")] = None,
+    canonical: Annotated[
+        bool, typer.Option(help="Render isomorphism-class representatives (what studies use by default).")
+    ] = False,
     url: Annotated[str | None, typer.Option(help="Fill a running server's cache over HTTP instead.")] = None,
     chunk: Annotated[int, typer.Option(help="Specs per request with --url.")] = 256,
 ) -> None:
     """Embed every cell of a search space into the cache (resumable: cached cells are skipped)."""
     from tqdm import tqdm
 
-    render_options = {"primitives": primitives, "context": context, "dataset": dataset}
+    render_options = {"primitives": primitives, "context": context, "dataset": dataset, "canonical": canonical}
     poolings = pooling or [None]
+    layers = layer or [None]
     if url:
-        _precompute_over_http(url, space, render_options, poolings, layer, max_length, normalize, chunk)
+        for one_layer in layers:
+            _precompute_over_http(url, space, render_options, poolings, one_layer, max_length, normalize, chunk)
         return
     from .embedding.options import EmbedOptions
     from .local import local_services
     from .precompute import precompute_space
     from .render import RenderOptions
 
-    readouts = [EmbedOptions(pooling=p, layer=layer, max_length=max_length, normalize=normalize) for p in poolings]
+    readouts = [
+        EmbedOptions(pooling=p, layer=one_layer, max_length=max_length, normalize=normalize)
+        for p in poolings
+        for one_layer in layers
+    ]
     bar = tqdm(unit="cell", desc=f"precompute {space}", dynamic_ncols=True)
 
     def total(n: int) -> None:

@@ -55,10 +55,12 @@ async def precompute_space(
     space = get_space(space_name)
     cells = list(space.all_cells())[:limit]
     rendered = [render(ArchSpec(space_name, cell), render_options) for cell in cells]
+    # Canonical rendering maps isomorphic cells onto one text: embed each distinct text once.
+    rendered = list({(r.renderer_version, r.code): r for r in rendered}.values())
     keys = [[cache_key(fp.id, r.renderer_version, r.code) for r in rendered] for fp in fingerprints]
 
     done = [await anyio.to_thread.run_sync(cache.durable.existing, fp_keys) for fp_keys in keys]
-    todo = [i for i in range(len(cells)) if any(keys[f][i] not in done[f] for f in range(len(fingerprints)))]
+    todo = [i for i in range(len(rendered)) if any(keys[f][i] not in done[f] for f in range(len(fingerprints)))]
     if on_total is not None:
         on_total(len(todo))
     tokens = await anyio.to_thread.run_sync(
@@ -80,8 +82,8 @@ async def precompute_space(
         if on_progress is not None:
             on_progress(len(batch))
     return PrecomputeReport(
-        cells=len(cells),
-        already_cached=len(cells) - len(todo),
+        cells=len(rendered),
+        already_cached=len(rendered) - len(todo),
         computed=len(todo),
         seconds=time.perf_counter() - started,
         fingerprints=[fp.id for fp in fingerprints],

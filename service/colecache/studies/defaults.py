@@ -6,5 +6,5 @@ from __future__ import annotations
 from ..embedding.options import EmbedOptions
 from ..render.options import RenderOptions
 
-STUDY_RENDER = RenderOptions(primitives="exclude_helper", context="none")
-STUDY_EMBEDDER = EmbedOptions(pooling="mean")
+STUDY_RENDER = RenderOptions(primitives="exclude_helper", context="none", canonical=True)
+STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)

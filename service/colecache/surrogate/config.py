@@ -14,19 +14,32 @@ class FeatureConfig(BaseModel):
 
     cole: bool = Field(True, description="Use the COLE embedding.")
     reduce: Literal["none", "standardize", "pca", "whiten"] = Field(
-        "whiten",
+        "pca",
         description="`standardize` per dimension, `pca` projection, or `whiten` (PCA scaled to unit variance).",
     )
-    components: int = Field(64, ge=1, le=4096, description="PCA components kept by `pca` / `whiten`.")
+    components: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="PCA components kept by `pca` / `whiten` (at most a quarter of the reference rows are used, "
+        "so a reduction fitted on a few observed cells stays tame).",
+    )
+    shrinkage: float = Field(
+        0.0,
+        ge=0,
+        description="`whiten` only: divide each component by sqrt((variance + shrinkage x mean variance) / "
+        "(1 + shrinkage)), so weak (noisy) directions are not blown up to unit variance; 0 is plain whitening, "
+        "large values approach `pca`.",
+    )
     reference: Literal["observed", "space"] = Field(
         "space",
         description="Fit the reduction on the observed cells only, or on every cached cell of the search space "
-        "(unlabelled; falls back to observed + candidates when the space is not precomputed).",
+        "(unlabelled; falls back to the observed cells when the space is not precomputed).",
     )
     structural: tuple[Literal["path", "onehot"], ...] = Field(
-        (), description="Structural encodings appended to the COLE features (search-space specs only)."
+        ("path",), description="Structural encodings appended to the COLE features (search-space specs only)."
     )
-    structural_weight: float = Field(1.0, gt=0, description="Scale of the structural block relative to COLE's.")
+    structural_weight: float = Field(2.0, gt=0, description="Scale of the structural block relative to COLE's.")
 
 
 class HeadConfig(BaseModel):
@@ -42,9 +55,11 @@ class HeadConfig(BaseModel):
     learning_rate: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     loss: Literal["mse", "ranking", "mse+ranking"] = Field(
-        "mse", description="`ranking` is COLE's pairwise logistic ranking loss; `mse+ranking` adds both."
+        "mse+ranking", description="`ranking` is COLE's pairwise logistic ranking loss; `mse+ranking` adds both."
     )
-    ranking_weight: float = Field(1.0, ge=0)
+    ranking_weight: float = Field(
+        20.0, ge=0, description="Weight of the ranking term in `mse+ranking` (MSE keeps the scale, ranking the order)."
+    )
     bootstrap: bool = Field(True, description="Each member sees its own bootstrap resample.")
 
 

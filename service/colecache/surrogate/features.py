@@ -31,10 +31,14 @@ class FeatureMap:
             self.mean = cole.mean(axis=0)
             centred = cole - self.mean
             if cfg.reduce in ("pca", "whiten"):
-                k = max(min(cfg.components, centred.shape[0] - 1, centred.shape[1]), 1)
+                # A quarter of the rows at most: directions estimated from a handful of observed cells are
+                # noise, and whitening them would make every unseen cell look equally far away.
+                k = max(min(cfg.components, centred.shape[0] // 4, centred.shape[1]), 1)
                 self.basis, variance = _principal_axes(centred, k)
                 if cfg.reduce == "whiten":
-                    self.scale = np.sqrt(np.maximum(variance, 1e-12))
+                    # Shrunk towards the mean variance; the mean variance itself stays 1 whatever the shrinkage.
+                    shrunk = (variance + cfg.shrinkage * variance.mean()) / (1.0 + cfg.shrinkage)
+                    self.scale = np.sqrt(np.maximum(shrunk, 1e-12))
                 else:
                     self.scale = np.full(self.basis.shape[1], np.sqrt(max(variance.sum(), 1e-12) / len(variance)))
             elif cfg.reduce == "standardize":

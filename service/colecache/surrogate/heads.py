@@ -34,7 +34,8 @@ class MLPEnsemble:
       data constrain them and diverge away from it, so this term grows away from the data.
     - *noise variance*: the out-of-bag residual variance, i.e. the mean squared error of the
       ensemble on each training cell, predicted only by the members whose bootstrap resample did
-      not contain it (members fitted without bootstrap: the in-sample residual variance). It
+      not contain it (members fitted without bootstrap: the in-sample residual variance), less
+      the members' mean spread on those cells, which the first term already counts. It
       stands for the error the members cannot see in their own disagreement (label noise and the
       bias they share), is one constant for all candidates, and keeps std from collapsing to zero
       where the members happen to agree (member spread alone can fall to ~1e-5). It is floored at
@@ -122,8 +123,11 @@ class MLPEnsemble:
         return self
 
     def _residual_variance(self, x: np.ndarray, y: np.ndarray, index: torch.Tensor | None) -> float:
-        """Out-of-bag mean squared residual (in-sample without bootstrap), floored at NOISE_FLOOR**2."""
+        """Out-of-bag mean squared residual (in-sample without bootstrap) less the members' mean spread on
+        the training cells, floored at NOISE_FLOOR**2."""
         members = self.member_predictions(x).astype(np.float64)  # (M, n)
+        # The residual already contains the members' own disagreement; count that part once, in the spread.
+        spread = float(members.var(axis=0, ddof=1).mean())
         if index is not None:
             in_bag = np.zeros(members.shape, dtype=bool)
             np.put_along_axis(in_bag, index.numpy(), True, axis=1)
@@ -132,10 +136,10 @@ class MLPEnsemble:
             seen = count > 0
             if seen.sum() >= 2:
                 oob_mean = (members * out).sum(axis=0)[seen] / count[seen]
-                return max(float(np.mean((y[seen] - oob_mean) ** 2)), self.NOISE_FLOOR**2)
+                return max(float(np.mean((y[seen] - oob_mean) ** 2)) - spread, self.NOISE_FLOOR**2)
         residual = y - members.mean(axis=0)
         n = len(y)
-        return max(float(np.sum(residual**2) / max(n - 1, 1)), self.NOISE_FLOOR**2)
+        return max(float(np.sum(residual**2) / max(n - 1, 1)) - spread, self.NOISE_FLOOR**2)
 
     def member_predictions(self, x: np.ndarray) -> np.ndarray:
         """(members, n) predictions, for inspection and Thompson sampling."""
