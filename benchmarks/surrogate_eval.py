@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import itertools
+import json
 import os
 import platform
 import shlex
@@ -332,10 +333,14 @@ def build_entries(
             entries.append(Entry("+".join(kinds), head, SurrogateConfig(features=fc, head=hc)))
     fc = structural_only.model_copy(update={"structural": ("path", "onehot")})
     entries.append(Entry("path+onehot", "default", SurrogateConfig(features=fc, head=default.head)))
-    if suite == "full":
+    if suite == "variants":  # the variant rows only, with COLE's default read-out as the reference row
+        entries = [Entry(f"cole:{DEFAULT_COLE}", "default", cole_only, ("cifar100",), variant_repeats)]
+    if suite in ("full", "variants"):
         # Every render variant, pooling and layer, COLE alone under the default reduction and head (CIFAR-100).
         variants = [f"{r}/{p}" for r in renders for p in poolings]
+        variants += [f"{r}/mean@L5" for r in renders]
         variants += [f"exclude_helper/none/mean@L{layer}" for layer in layers]
+        variants = list(dict.fromkeys(variants))
         for variant in variants:
             if variant != DEFAULT_COLE:
                 entries.append(
@@ -371,7 +376,8 @@ def write_markdown(path: Path, summary, entries, datasets, sizes, header: list[s
         "cells; `path` = NB201 path encoding (84), `onehot` = one-hot op per edge (30). Heads: `default` =",
         "`SurrogateConfig().head`, `mlp_ranking` = the same ensemble trained on the ranking loss alone,",
         "`bayesian_ridge`, `gp` (Matern 5/2).",
-        "`runs` = folds × repeats behind each number; `fit s` = mean fit time at the largest n.",
+        "`runs` = folds × repeats behind each number; `fit s` = mean fit time at the largest n. `nan`: in at least one",
+        "fold the head predicted one constant for every test cell (Kendall tau undefined).",
         "",
         *notes,
     ]
@@ -441,7 +447,9 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    suite: Annotated[str, typer.Option(help="`main` (feature sets x heads) or `full` (+ COLE variants).")] = "full",
+    suite: Annotated[
+        str, typer.Option(help="`main` (feature sets x heads), `full` (+ COLE variants) or `variants` (only those).")
+    ] = "full",
     datasets: Annotated[list[str] | None, typer.Option("--dataset", help="Repeat; default all three.")] = None,
     sizes: Annotated[list[int] | None, typer.Option("--size", help="Training sizes; default 14 55 220 879.")] = None,
     folds: Annotated[int, typer.Option()] = 10,
@@ -497,6 +505,9 @@ def main(
     )
     with tqdm(total=total, unit="fit", dynamic_ncols=True) as bar:
         rows = run_protocol(inputs, usable, datasets_t, sizes_t, folds, reps_of, seed, progress=bar.update)
+    rows_path = npy_dir.parent / "surrogate_eval_rows.jsonl"  # raw scores, to re-summarise without refitting
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = summarise(rows)
     wall = time.time() - started
     cpu = platform.processor() or platform.machine()
@@ -512,8 +523,9 @@ def main(
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_markdown(out, summary, usable, datasets_t, sizes_t, header, notes)
-    write_plot(out.with_suffix(".png"), summary, datasets_t, sizes_t)
-    typer.echo(f"wrote {out} and {out.with_suffix('.png')} in {wall / 60:.1f} min")
+    if suite != "variants":
+        write_plot(out.with_suffix(".png"), summary, datasets_t, sizes_t)
+    typer.echo(f"wrote {out} (and its plot) in {wall / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,26 @@ def test_plan_respects_budget_size_and_sorts_by_length():
     assert [len(lengths) - 1] in batches  # the oversized item runs alone
 
 
+def _padded(lengths, batches) -> int:
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_plan_minimises_padding_plus_forward_cost():
+    # Two length clusters: greedy filling to 8 mixes them; the plan keeps them apart.
+    lengths = [10] * 4 + [200] * 4
+    batches = plan_batches(lengths, max_tokens=10_000, max_size=8, forward_cost=50)
+    assert sorted(map(sorted, batches)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # A high forward cost merges them again (one forward is cheaper than the padding it saves).
+    assert len(plan_batches(lengths, max_tokens=10_000, max_size=8, forward_cost=10_000)) == 1
+    # Never worse than filling greedily, on random lengths.
+    rng = random.Random(1)
+    lengths = [rng.randint(20, 400) for _ in range(300)]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    greedy = [order[i : i + 16] for i in range(0, len(order), 16)]
+    planned = plan_batches(lengths, max_tokens=1 << 20, max_size=16, forward_cost=512)
+    assert _padded(lengths, planned) + 512 * len(planned) <= _padded(lengths, greedy) + 512 * len(greedy)
+
+
 async def test_results_return_to_the_right_request_in_order():
     model = EchoModel()
     queue = _queue(model)

@@ -166,3 +166,14 @@ def test_structural_block_is_scaled_and_appended():
     assert abs(np.sqrt(z[:, 10:].var(axis=0).mean()) - 2.0) < 1e-3
     only = FeatureMap(FeatureConfig(cole=False, structural=("onehot",))).fit(None, struct)
     assert only.transform(None, struct).shape == (50, 5)
+
+
+def test_gp_does_not_collapse_to_a_constant_in_many_dimensions():
+    """150 features, 14 cells: a length scale started at 1.0 explained everything as noise."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(14, 150))
+    y = x[:, :10].sum(axis=1)
+    xt = rng.normal(size=(200, 150))
+    mean, std = make_head(HeadConfig(kind="gp"), seed=0).fit(x, (y - y.mean()) / y.std()).predict(xt)
+    assert mean.std() > 1e-3 and np.all(std > 0)
+    assert stats.kendalltau(mean, xt[:, :10].sum(axis=1)).statistic > 0.1

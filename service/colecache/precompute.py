@@ -67,7 +67,9 @@ async def precompute_space(
         backend.tokenize, [rendered[i].code for i in todo], fingerprints[0].max_length
     )
     settings = services.settings
-    batches = plan_batches([t.n_tokens for t in tokens], settings.max_batch_tokens, settings.max_batch_size)
+    batches = plan_batches(
+        [t.n_tokens for t in tokens], settings.max_batch_tokens, settings.max_batch_size, settings.batch_forward_cost
+    )
     specs = [(fp.pooling, fp.layer, fp.normalize) for fp in fingerprints]
     for batch in batches:
         batch_tokens = [tokens[j] for j in batch]

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # --- batching ----------------------------------------------------------------------------
     max_batch_tokens: int = Field(16384, ge=64, description="Padded tokens per model forward (batch x longest item).")
     max_batch_size: int = Field(64, ge=1, description="Items per model forward.")
+    batch_forward_cost: int = Field(
+        512,
+        ge=0,
+        description="Fixed price of one forward in padded-token equivalents: batches are cut to minimise padded "
+        "tokens + this per forward (raise it on a GPU, where small forwards are relatively dear).",
+    )
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the queue waits for more items before a forward.")
     max_queue_items: int = Field(50_000, ge=1, description="Queued items before new work is refused with 429.")
 

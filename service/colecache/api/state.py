@@ -70,6 +70,7 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
             backend.embed,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
+            batch_forward_cost=settings.batch_forward_cost,
             batch_wait_ms=settings.batch_wait_ms,
             max_queue_items=settings.max_queue_items,
             on_batch=metrics.record_batch,

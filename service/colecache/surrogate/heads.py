@@ -156,18 +156,30 @@ class MLPEnsemble:
 
 
 class GaussianProcess:
-    """Exact GP (Matern 5/2 + noise), hyperparameters by marginal likelihood: a proper posterior std."""
+    """Exact GP (Matern 5/2 + noise), hyperparameters by marginal likelihood: a proper posterior std.
+
+    The length scale starts at the median distance between training cells and may move a factor
+    of 20 either way: in a few hundred dimensions every pair is far apart in absolute terms, and a
+    fixed start of 1.0 let the optimiser settle on "all noise" (a constant prediction).
+    """
 
     def __init__(self, config: HeadConfig, seed: int = 0):
+        self.seed = seed
+        self.model = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(1.0, (1e-2, 1e3), nu=2.5) + WhiteKernel(0.1, (1e-6, 1e1))
-        self.model = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=False, random_state=seed, n_restarts_optimizer=1
+        sample = np.asarray(x[:500], dtype=np.float64)
+        gaps = np.sqrt(((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1))[np.triu_indices(len(sample), 1)]
+        scale = float(np.median(gaps)) if gaps.size and np.median(gaps) > 0 else 1.0
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (scale / 20, scale * 20), nu=2.5) + WhiteKernel(
+            0.1, (1e-6, 1.0)
         )
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+        self.model = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=False, random_state=self.seed, n_restarts_optimizer=2
+        )
         self.model.fit(x, y)
         return self
 
