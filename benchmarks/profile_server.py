@@ -41,8 +41,13 @@ GROUPS = [
 ]
 
 
+IDLE = ("Condition.wait", "Event.wait", "select (selectors.py", "_worker (concurrent/futures/thread.py", "Runner.run")
+
+
 def classify(stack: str) -> str:
     frames = stack.split(";")[::-1]
+    if any(marker in frames[0] for marker in IDLE):
+        return "idle (threads waiting)"
     for frame in frames:
         for group, fragments in GROUPS:
             if any(f in frame for f in fragments):
@@ -84,16 +89,19 @@ def main(
             continue
         groups[classify(stack)] += int(count)
         leaves[stack.split(";")[-1]] += int(count)
+    idle = groups.pop("idle (threads waiting)", 0)
+    for frame in [f for f in leaves if any(marker in f for marker in IDLE)]:
+        del leaves[frame]
     total = sum(groups.values()) or 1
     lines = [
         "# Where a colecache server spends its CPU under cold /embed load",
         "",
         f"Command: `python benchmarks/profile_server.py --clients {clients} --cells {cells}`  ",
         f"{cells} cold cells, {clients} clients x 1..64 specs, {cells / seconds:.1f} cells/s while sampled; "
-        f"py-spy at 100 Hz over every server thread ({total} samples; the forward runs in torch's own threads, "
-        "which py-spy sees as the Python frame that called it).",
+        f"py-spy at 100 Hz over every server thread: {total} busy samples ({idle} samples of threads waiting "
+        "left out). torch's own threads are seen as the Python frame that called the forward.",
         "",
-        "| where | share of samples |",
+        "| where | share of busy samples |",
         "|---|---|",
         *[f"| {g} | {n / total:.1%} |" for g, n in groups.most_common()],
         "",
