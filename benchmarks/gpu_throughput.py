@@ -36,7 +36,7 @@ from colecache.render import RenderOptions, render
 from colecache.settings import BUNDLED_MODEL
 from colecache.specs import ArchSpec
 from colecache_client.spaces import get_space
-from throughput import drive, log, plan_requests, start_colecache
+from throughput import drive, log, plan_requests, start_colecache, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = get_space("nb201")
@@ -173,9 +173,7 @@ def main(
             "|---|---|---|---|",
             *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
         ]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines) + "\n")
-        log(f"wrote {out}")
+        write_markdown(out, lines)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -25,7 +25,7 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from colecache_client.spaces import get_space
-from throughput import drive, log, plan_requests, start_colecache
+from throughput import drive, plan_requests, start_colecache, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 app = typer.Typer(help=__doc__)
@@ -111,9 +111,7 @@ def main(
         "|---|---|",
         *[f"| `{frame}` | {n / total:.1%} |" for frame, n in leaves.most_common(12)],
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    log(f"wrote {out}")
+    write_markdown(out, lines)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

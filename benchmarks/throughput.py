@@ -56,6 +56,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def write_markdown(out: Path, lines: list[str]) -> None:
+    """Write a result table (creating its folder) and say where it went."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    log(f"wrote {out}")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -477,9 +484,7 @@ def write_report(out: Path, report: Report, seconds: float, quick: bool) -> None
     ]
     lines += [f"| {p} | {w} | {v} | {t} |" for p, w, v, t in report.rows]
     lines += [""] + [f"- {note}" for note in report.notes]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    log(f"wrote {out}")
+    write_markdown(out, lines)
 
 
 if __name__ == "__main__":
