@@ -168,11 +168,11 @@ class GaussianProcess:
         self.model = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+        from scipy.spatial.distance import pdist
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        sample = np.asarray(x[:500], dtype=np.float64)
-        gaps = np.sqrt(((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1))[np.triu_indices(len(sample), 1)]
+        gaps = pdist(np.asarray(x[:500], dtype=np.float64))  # pairwise, without an (n, n, d) intermediate
         scale = float(np.median(gaps)) if gaps.size and np.median(gaps) > 0 else 1.0
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (scale / 20, scale * 20), nu=2.5) + WhiteKernel(
             0.1, (1e-6, 1.0)
