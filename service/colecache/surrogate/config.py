@@ -24,13 +24,6 @@ class FeatureConfig(BaseModel):
         description="PCA components kept by `pca` / `whiten` (at most a quarter of the reference rows are used, "
         "so a reduction fitted on a few observed cells stays tame).",
     )
-    shrinkage: float = Field(
-        0.0,
-        ge=0,
-        description="`whiten` only: divide each component by sqrt((variance + shrinkage x mean variance) / "
-        "(1 + shrinkage)), so weak (noisy) directions are not blown up to unit variance; 0 is plain whitening, "
-        "large values approach `pca`.",
-    )
     reference: Literal["observed", "space"] = Field(
         "space",
         description="Fit the reduction on the observed cells only, or on every cached cell of the search space "

@@ -36,9 +36,7 @@ class FeatureMap:
                 k = max(min(cfg.components, centred.shape[0] // 4, centred.shape[1]), 1)
                 self.basis, variance = _principal_axes(centred, k)
                 if cfg.reduce == "whiten":
-                    # Shrunk towards the mean variance; the mean variance itself stays 1 whatever the shrinkage.
-                    shrunk = (variance + cfg.shrinkage * variance.mean()) / (1.0 + cfg.shrinkage)
-                    self.scale = np.sqrt(np.maximum(shrunk, 1e-12))
+                    self.scale = np.sqrt(np.maximum(variance, 1e-12))
                 else:
                     self.scale = np.full(self.basis.shape[1], np.sqrt(max(variance.sum(), 1e-12) / len(variance)))
             elif cfg.reduce == "standardize":
