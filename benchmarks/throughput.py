@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -88,20 +89,20 @@ def raw_throughput(texts: list[str], batch_size: int = 32, max_length: int = 512
     return len(texts) / (time.perf_counter() - started)
 
 
-def _token_counts(texts: list[str]) -> list[int]:
+@lru_cache(maxsize=1)
+def _tokenizer():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL)[0])
-    return [min(len(ids), 512) for ids in tokenizer(texts)["input_ids"]]
+    return AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL)[0])
 
 
-def real_tokens(texts: list[str]) -> int:
-    return sum(_token_counts(texts))
+def token_counts(texts: list[str]) -> list[int]:
+    return [min(len(ids), 512) for ids in _tokenizer()(texts)["input_ids"]]
 
 
-def raw_padding(texts: list[str], batch_size: int = 32) -> float:
+def raw_padding(counts: list[int], batch_size: int = 32) -> float:
     """Real / padded tokens of the raw forward's length-sorted batches of 32."""
-    counts = sorted(_token_counts(texts))
+    counts = sorted(counts)
     padded = sum(len(b) * max(b) for b in (counts[i : i + batch_size] for i in range(0, len(counts), batch_size)))
     return sum(counts) / padded
 
@@ -306,7 +307,7 @@ def main(
             busy = (after["seconds"] - before["seconds"]) / seconds
             batches = after["batches"] - before["batches"]
             padded = after["padded_tokens"] - before["padded_tokens"]
-            real = real_tokens([texts[x] for x in scenario_cells[c]])
+            counts = token_counts([texts[x] for x in scenario_cells[c]])
             report.add(
                 "a",
                 f"colecache /embed, {c} clients x 1..64 specs, cold",
@@ -315,8 +316,9 @@ def main(
             )
             report.notes.append(
                 f"a, {c} clients: model forward busy {busy:.0%} of the wall time, {batches:.0f} forwards "
-                f"(mean {len(subset) / max(batches, 1):.1f} items), real/padded tokens {real / max(padded, 1):.0%} "
-                f"(raw forward: {raw_padding([texts[x] for x in scenario_cells[c]]):.0%})."
+                f"(mean {len(subset) / max(batches, 1):.1f} items), "
+                f"real/padded tokens {sum(counts) / max(padded, 1):.0%} "
+                f"(raw forward: {raw_padding(counts):.0%})."
             )
             raw[f"cole{c}"] = rate
         # One request of 1,000 cold cells (the spine's closing figure), against the raw forward of the same texts.
