@@ -1,10 +1,13 @@
-"""BANANAS (White et al., 2021) as ask/tell on a colecache study.
+"""BANANAS (White et al., 2021) as ask/tell on a colecache study, in any registered search space.
 
-Each `ask` mutates the best observed architectures into candidates, drops any candidate whose
-canonical form was already observed, asked or picked, scores the rest with the server's
-surrogate (`/predict`: mean and std) and chooses by independent Thompson sampling, UCB or
-expected improvement. `tell` records a result on the server, so several workers can share one
-study: each one's `ask` sees everything any of them has told.
+Each `ask` mutates the best observed architectures into candidates (or, in pool mode, takes the
+not yet evaluated members of a fixed candidate pool), drops any candidate whose canonical form
+was already observed, asked or picked, scores the rest with the server's surrogate (`/predict`:
+mean and std) and chooses by independent Thompson sampling, UCB or expected improvement. `tell`
+records a result on the server, so several workers can share one study: each one's `ask` sees
+everything any of them has told. Until the study holds 2 observations (the fewest a surrogate
+fits on) and `initial_samples` architectures were asked, `ask` proposes random new ones, so a
+worker may dispatch many trials before the first result comes back.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .spaces import get_space
 from .types import ObservationsWritten
 
 Acquisition = Literal["its", "ucb", "ei"]
+MIN_OBSERVATIONS = 2
+"""The fewest observations the server fits a surrogate on (below it, /predict answers 409)."""
 
 
 def _normal_cdf(z: float) -> float:
@@ -100,9 +105,17 @@ class Bananas:
         acquisition: Acquisition = "its",
         ucb_beta: float = 2.0,
         seed: int | None = None,
+        pool: Sequence[Any] | None = None,
     ):
+        """`pool`: search only these architectures (any spelling of the study's space), e.g. the ones a
+        team can afford to train; every `ask` then scores all of the pool not yet observed or pending."""
         self.study = study
         self.space = get_space(study.info.space)
+        self.pool: dict[str, Any] | None = None  # canonical form -> architecture, in the pool's order
+        if pool is not None:
+            self.pool = {}
+            for arch in self.space.parse_many(list(pool)):
+                self.pool.setdefault(self.space.canonical(arch), arch)
         self.initial_samples = initial_samples
         self.candidates = candidates
         self.parents = parents
@@ -140,7 +153,7 @@ class Bananas:
     def ask(self, n: int = 1) -> list[str]:
         """n new architectures (canonically distinct from everything observed or pending)."""
         self.sync()
-        if len(self.observed) + len(self.pending) < self.initial_samples:
+        if len(self.observed) < MIN_OBSERVATIONS or len(self.observed) + len(self.pending) < self.initial_samples:
             chosen = self._random(n)
         else:
             chosen = self._acquire(n)
@@ -150,6 +163,9 @@ class Bananas:
 
     def _random(self, n: int, taken: set[str] | None = None) -> list:
         taken, out = (self._taken() if taken is None else taken), []
+        if self.pool is not None:
+            fresh = [a for key, a in self.pool.items() if key not in taken]
+            return self.rng.sample(fresh, min(n, len(fresh)))
         for _ in range(1000 * n):
             if len(out) == n:
                 break
@@ -161,6 +177,9 @@ class Bananas:
         return out
 
     def _candidates(self) -> list:
+        if self.pool is not None:
+            taken = self._taken()
+            return [a for key, a in self.pool.items() if key not in taken]
         ranked = sorted(self.observed.values(), key=lambda av: self.sign * av[1], reverse=True)
         parents = [self.space.parse(a) for a, _ in ranked[: self.parents]]
         taken, pool = self._taken(), []

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from colecache_client.spaces import SpecError
+
 from . import metrics
 from .cache.keys import cache_key
 from .cache.record import EmbeddingRecord
@@ -17,7 +19,7 @@ from .embedding.fingerprint import Fingerprint, Readout, resolve
 from .embedding.options import EmbedOptions
 from .embedding.queue import BatchQueue
 from .render import RAW_CODE_VERSION, Rendered, RenderOptions, render
-from .specs import CodeSpec, ItemError, Spec
+from .specs import CodeSpec, InvalidSpecs, ItemError, Spec
 
 COMPUTED = "computed"
 
@@ -89,19 +91,26 @@ class EmbedPipeline:
     def keyed(self, specs: Sequence[Spec], render_options: RenderOptions, fingerprint: Fingerprint) -> list[Keyed]:
         """Spec -> code -> key, memoised per (render options, fingerprint). Code specs are hashed each time."""
         memo = self._keys.setdefault((render_options, fingerprint.id), OrderedDict())
-        out = []
-        for spec in specs:
+        out, errors = [], []
+        for index, spec in enumerate(specs):
             if isinstance(spec, CodeSpec):
                 out.append(Keyed(cache_key(fingerprint.id, RAW_CODE_VERSION, spec.code), RAW_CODE_VERSION, None))
                 continue
             found = memo.get(spec)
             if found is None:
-                rendered = render(spec, render_options)
+                try:
+                    rendered = render(spec, render_options)
+                except Exception as exc:  # a plugin's renderer refusing (or failing on) one item fails that item
+                    reason = str(exc) if isinstance(exc, SpecError) else f"renderer failed: {type(exc).__name__}: {exc}"
+                    errors.append(ItemError(index, reason))
+                    continue
                 key = cache_key(fingerprint.id, rendered.renderer_version, rendered.code)
                 found = memo[spec] = Keyed(key, rendered.renderer_version, rendered.arch)
                 if len(memo) > self._key_memo_size:
                     memo.popitem(last=False)
             out.append(found)
+        if errors:
+            raise InvalidSpecs(errors)
         return out
 
     async def embed(self, specs: Sequence[Spec], render_options: RenderOptions, options: EmbedOptions) -> EmbedOutcome:

@@ -46,8 +46,21 @@ class InvalidSpecs(ValueError):
         super().__init__(f"{len(self.errors)} invalid spec(s): {shown}{more}")
 
 
+def _parse_arch(space_name: str, value: Any) -> Hashable:
+    """The space's parser; anything it raises on bad input (a plugin's TypeError too) becomes a SpecError."""
+    space = get_space(space_name)
+    try:
+        return space.parse(value)
+    except SpecError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        raise SpecError(f"not a valid {space_name} architecture: {type(exc).__name__}: {exc}") from None
+
+
 def parse_spec(value: Any, default_space: str, max_code_chars: int) -> Spec:
-    """One spec: a cell string or op list of `default_space`, `{"arch": .., "space": ..}` or `{"code": ..}`."""
+    """One spec: `default_space`'s own spelling (string, list or object), `{"arch": .., "space": ..}` or `{"code": ..}`.
+
+    Raises SpecError naming the reason; the space's parser validates the architecture."""
     if isinstance(value, dict):
         if "code" in value:
             extra = set(value) - {"code"}
@@ -66,11 +79,18 @@ def parse_spec(value: Any, default_space: str, max_code_chars: int) -> Spec:
             space_name = value.get("space", default_space)
             if not isinstance(space_name, str):
                 raise SpecError("'space' must be a string")
-            return ArchSpec(space_name, get_space(space_name).parse(value["arch"]))
-        raise SpecError(f"an object spec needs 'arch' or 'code', got fields {sorted(value)}")
+            return ArchSpec(space_name, _parse_arch(space_name, value["arch"]))
+        # Spaces spelled as JSON objects (graph, einspace, nb101's {"matrix", "ops"}) can be sent bare.
+        try:
+            return ArchSpec(default_space, _parse_arch(default_space, value))
+        except SpecError as exc:
+            raise SpecError(
+                f"{exc} (an object spec is {{'arch': ..., 'space': ...}}, {{'code': ...}} "
+                f"or an architecture of search space {default_space!r})"
+            ) from None
     if isinstance(value, (str, list)):
-        return ArchSpec(default_space, get_space(default_space).parse(value))
-    raise SpecError(f"a spec is a cell string, an op list or an object, got {type(value).__name__}")
+        return ArchSpec(default_space, _parse_arch(default_space, value))
+    raise SpecError(f"a spec is a string, a list or an object, got {type(value).__name__}")
 
 
 def parse_specs(values: Sequence[Any], default_space: str, max_code_chars: int) -> list[Spec]:

@@ -1,13 +1,23 @@
-"""What every search space offers, so server, client and benchmarks treat them alike."""
+"""What every search space offers, so server, client and benchmarks treat them alike.
+
+A search space is one pluggable unit: parsing and validation, canonical form, sampling,
+mutation, neighbours, structural encodings and rendering to PyTorch source text all live in
+one class (pure Python: the SDK installs without torch). Spaces register through the
+`colecache.spaces` entry-point group (see `colecache_client.spaces`), the built-in ones too.
+"""
 
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
 
 Arch = TypeVar("Arch", bound=Hashable)
+
+PRIMITIVES = ("exclude_helper", "helper", "inline")
+"""How ops are spelled: a helper class referenced but not defined (COLE's default), defined in the
+text, or written inline from torch.nn layers."""
 
 
 class SpecError(ValueError):
@@ -18,48 +28,121 @@ class SpecError(ValueError):
 
 
 class SearchSpace(ABC, Generic[Arch]):
-    """Parse, validate, canonicalise, sample, mutate and encode one family of architectures."""
+    """Parse, validate, canonicalise, sample, mutate, encode and render one family of architectures.
 
-    name: str
+    Subclasses set the class attributes and implement the abstract methods; architectures are
+    immutable and hashable (frozen dataclasses or tuples), so they can key dicts and caches.
+    """
 
+    name: ClassVar[str]
+    """Registry name, e.g. 'nb201'; what `{"space": NAME}` refers to."""
+
+    renderer_version: ClassVar[str]
+    """Version of `render`'s templates, part of every cache key: bump it on any change to the text."""
+
+    encodings: ClassVar[tuple[str, ...]] = ()
+    """Names accepted by `encode` (e.g. 'adjacency', 'path')."""
+
+    default_encodings: ClassVar[tuple[str, ...]] = ()
+    """Structural encodings a default study appends to the COLE features (a subset of `encodings`)."""
+
+    render_choices: ClassVar[Mapping[str, tuple[str, ...]]] = {"primitives": PRIMITIVES, "context": ("none",)}
+    """Values `render` accepts for each option; `/info` lists them and the server refuses others with 422."""
+
+    description: ClassVar[str] = ""
+    """One line for `/info`: what the space is and how its architectures are spelled."""
+
+    # --- parse / print -----------------------------------------------------------------------
     @abstractmethod
     def parse(self, value: Any) -> Arch:
-        """Turn a user-supplied spec (string, list, ...) into a validated architecture.
+        """Turn a user-supplied spec (string, list, JSON object, or an Arch) into a validated architecture.
 
-        Raises SpecError naming the bad token."""
+        Raises SpecError naming the bad token or item."""
 
     @abstractmethod
     def to_string(self, arch: Arch) -> str:
         """The space's own textual spelling; `parse(to_string(a)) == a`."""
 
+    # --- identity ----------------------------------------------------------------------------
     @abstractmethod
     def canonical(self, arch: Arch) -> str:
-        """A string equal for all architectures that compute the same function."""
+        """A string equal for all architectures that compute the same function (isomorphic variants)."""
 
+    def canonical_arch(self, arch: Arch) -> Arch:
+        """The representative of `arch`'s class, rendered under `canonical: true`.
+
+        Isomorphic architectures must map to the *same* representative (equal, so equal code and
+        one cache key). The default parses nothing and returns `arch`: override it.
+        """
+        return arch
+
+    # --- search moves ------------------------------------------------------------------------
     @abstractmethod
     def sample(self, rng: random.Random) -> Arch:
-        """One architecture drawn uniformly from the space."""
+        """One valid architecture drawn at random from the space."""
 
     @abstractmethod
     def mutate(self, arch: Arch, rng: random.Random, edits: int = 1) -> Arch:
-        """A random architecture exactly `edits` elementary edits away from `arch`."""
+        """A valid architecture `edits` elementary edits away from `arch` (different from it)."""
 
     @abstractmethod
     def neighbours(self, arch: Arch) -> list[Arch]:
-        """Every architecture one elementary edit away, in a deterministic order."""
+        """Valid architectures one elementary edit away, in a deterministic order."""
 
-    @abstractmethod
+    # --- features ----------------------------------------------------------------------------
     def encode(self, arch: Arch, kind: str) -> list[float]:
-        """A fixed-length structural feature vector (e.g. 'onehot', 'path')."""
+        """A fixed-length structural feature vector of encoding `kind` (one of `encodings`)."""
+        raise ValueError(f"unknown encoding {kind!r} for {self.name} (expected one of {', '.join(self.encodings)})")
 
-    @property
+    # --- code --------------------------------------------------------------------------------
     @abstractmethod
-    def encodings(self) -> tuple[str, ...]:
-        """Names accepted by `encode`."""
+    def render(self, arch: Arch, *, primitives: str = "exclude_helper", context: str = "none",
+               dataset: str = "cifar10") -> str:
+        """PyTorch source text for `arch`: what the frozen language model reads.
 
+        A pure function of its arguments. The text assumes `torch`, `torch.nn as nn` and
+        `torch.nn.functional as F` are imported; with `primitives='exclude_helper'` it calls
+        helper classes that `helper_source()` defines, with 'helper' it defines them itself.
+        """
+
+    def helper_source(self) -> str:
+        """Python source defining every helper class that `exclude_helper` renders reference."""
+        return ""
+
+    def example_call(self, arch: Arch, context: str = "none") -> tuple[str, tuple]:
+        """(expression that builds the rendered module, input shape) for a smoke forward pass.
+
+        Evaluated in the namespace where the rendered text (and `helper_source()`) was exec'd;
+        the module is called on `torch.randn(*shape)`, or on one tensor per shape when `shape` is a
+        tuple of shapes (a DARTS cell takes two states). Tests use it to prove the code runs.
+        """
+        raise NotImplementedError(f"search space {self.name!r} gives no example call")
+
+    # --- enumeration and helpers -------------------------------------------------------------
     def all_cells(self) -> Iterator[Arch]:
         """Every architecture, for spaces small enough to enumerate (whole-space precompute)."""
         raise NotImplementedError(f"search space {self.name!r} cannot be enumerated")
+
+    def check_render_options(self, **options: str) -> None:
+        """SpecError naming the option and the accepted values when this space cannot render them."""
+        for option, value in options.items():
+            allowed = self.render_choices.get(option)
+            if allowed is not None and value not in allowed:
+                raise SpecError(
+                    f"search space {self.name!r} cannot render {option}={value!r} (accepted: {', '.join(allowed)})"
+                )
+
+    def describe(self) -> dict[str, Any]:
+        """What `/info` says about this space."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "renderer_version": self.renderer_version,
+            "encodings": list(self.encodings),
+            "default_encodings": list(self.default_encodings),
+            "render_options": {k: list(v) for k, v in self.render_choices.items()},
+            "enumerable": type(self).all_cells is not SearchSpace.all_cells,
+        }
 
     def dedupe(self, archs: Iterable[Arch], seen: Iterable[str] = ()) -> list[Arch]:
         """Keep the first architecture of each canonical class, skipping classes in `seen`."""

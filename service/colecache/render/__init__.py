@@ -1,16 +1,18 @@
-"""Spec -> code: the first stage of the pipeline."""
+"""Spec -> code: the first stage of the pipeline.
+
+Every search space renders its own architectures (`SearchSpace.render`, pure Python in the
+shared client package); this module only dispatches, applies canonical rendering and says which
+renderer version produced the text (it enters the cache key).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from colecache_client.spaces import SpecError
-from colecache_client.spaces.nb201 import NB201Cell, NB201Space
+from colecache_client.spaces import get_space
+from colecache_client.spaces.nb201 import RENDERER_VERSION as NB201_RENDERER_VERSION
 
 from ..specs import CodeSpec, Spec
-from .nb201 import RENDERER_VERSION as NB201_RENDERER_VERSION
-from .nb201 import render_nb201
 from .options import RenderOptions
 
 RAW_CODE_VERSION = "raw-code/1"
@@ -26,34 +28,34 @@ class Rendered:
     arch: str | None  # the architecture actually rendered (its representative when canonical)
 
 
-@lru_cache(maxsize=1)
-def _nb201_representatives() -> dict[NB201Cell, NB201Cell]:
-    """Each cell -> the lexicographically smallest cell string of its isomorphism class."""
-    space = NB201Space()
-    best: dict[str, NB201Cell] = {}
-    cells = list(space.all_cells())
-    for cell in cells:
-        key = cell.canonical()
-        if key not in best or cell.to_string() < best[key].to_string():
-            best[key] = cell
-    return {cell: best[cell.canonical()] for cell in cells}
-
-
-def representative(cell: NB201Cell) -> NB201Cell:
-    """The member of `cell`'s isomorphism class that canonical rendering uses."""
-    return _nb201_representatives()[cell]
-
-
 def render(spec: Spec, options: RenderOptions) -> Rendered:
-    """Render one parsed spec under `options`."""
+    """Render one parsed spec under `options`.
+
+    Raises SpecError (-> 422) when the spec's space cannot render these options."""
     if isinstance(spec, CodeSpec):
         return Rendered(spec.code, RAW_CODE_VERSION, None)
-    if spec.space != "nb201":
-        raise SpecError(f"no renderer for search space {spec.space!r}; send {{'code': ...}} instead")
-    cell = spec.arch
-    if options.canonical:
-        cell = representative(cell)
-    return Rendered(render_nb201(cell, options), NB201_RENDERER_VERSION, cell.to_string())
+    space = get_space(spec.space)
+    arch = space.canonical_arch(spec.arch) if options.canonical else spec.arch
+    code = space.render(arch, primitives=options.primitives, context=options.context, dataset=options.dataset)
+    return Rendered(code, space.renderer_version, space.to_string(arch))
 
 
-__all__ = ["NB201_RENDERER_VERSION", "RAW_CODE_VERSION", "RenderOptions", "Rendered", "render", "representative"]
+def check_options(space_name: str, options: RenderOptions) -> None:
+    """SpecError when `space_name` cannot render `options` (checked before anything is stored)."""
+    get_space(space_name).check_render_options(primitives=options.primitives, context=options.context)
+
+
+def representative(cell):
+    """The NB201 cell that canonical rendering uses for `cell`'s isomorphism class."""
+    return get_space("nb201").canonical_arch(cell)
+
+
+__all__ = [
+    "NB201_RENDERER_VERSION",
+    "RAW_CODE_VERSION",
+    "RenderOptions",
+    "Rendered",
+    "check_options",
+    "render",
+    "representative",
+]

@@ -29,8 +29,11 @@ class FeatureConfig(BaseModel):
         description="Fit the reduction on the observed cells only, or on every cached cell of the search space "
         "(unlabelled; falls back to the observed cells when the space is not precomputed).",
     )
-    structural: tuple[Literal["path", "onehot"], ...] = Field(
-        ("path",), description="Structural encodings appended to the COLE features (search-space specs only)."
+    structural: tuple[str, ...] = Field(
+        ("path",),
+        max_length=8,
+        description="Structural encodings appended to the COLE features (names from the space's `encodings` in "
+        "`/info`). A study that does not set it gets its space's `default_encodings` (NB201: `path`).",
     )
     structural_weight: float = Field(2.0, gt=0, description="Scale of the structural block relative to COLE's.")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from colecache_client.spaces import LOAD_ERRORS as SPACE_LOAD_ERRORS
+from colecache_client.spaces import spaces as registered_spaces
 from fastapi import APIRouter, Depends
 
 from ..deps import get_services
@@ -53,5 +55,7 @@ async def info(services: Services = Depends(get_services)):
                 "max_code_chars": settings.max_code_chars,
             },
             "hot_tier": services.cache.hot.name,
+            "spaces": {name: space.describe() for name, space in sorted(registered_spaces().items())},
+            "space_load_errors": dict(SPACE_LOAD_ERRORS),
         }
     )

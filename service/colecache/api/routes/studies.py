@@ -8,6 +8,8 @@ import anyio.to_thread
 from colecache_client.spaces import get_space
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from ...render import check_options
+from ...studies.defaults import study_surrogate
 from ...studies.repository import StudyNotFound, StudyRecord
 from ...studies.service import ObservationIn, StudyService
 from ..deps import get_owner, get_studies
@@ -76,7 +78,9 @@ async def create_study(
     studies: Annotated[StudyService, Depends(get_studies)],
 ):
     """Create a study: its search space, render and embedder options, objective and surrogate."""
-    get_space(body.space)  # unknown space -> 422 via SpecError
+    space = get_space(body.space)  # unknown space -> 422 via SpecError naming the known ones
+    check_options(space.name, body.render)
+    surrogate = study_surrogate(body.surrogate, space)
     # Resolve against the served model now (422 if it cannot honour them) and store concrete values,
     # so the study keeps its meaning if the server's defaults change later.
     fingerprint = studies.pipeline.readout(body.embedder).fingerprint
@@ -94,7 +98,7 @@ async def create_study(
             direction=body.direction,
             render=body.render.model_dump(),
             embedder=embedder,
-            surrogate=body.surrogate.model_dump(mode="json"),
+            surrogate=surrogate.model_dump(mode="json"),
             owner=owner,
         )
     )

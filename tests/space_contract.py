@@ -1,0 +1,70 @@
+"""The contract every search space keeps, checked on a sample of its architectures.
+
+Used by each space's own test module and by the parametrised test over all registered spaces:
+round trip through the spelling, valid samples and mutations, canonical representatives that
+keep the class, and rendered code that really builds and runs a forward pass in PyTorch.
+"""
+
+from __future__ import annotations
+
+import random
+
+from colecache_client.spaces.base import SearchSpace
+
+RENDER_NAMESPACE_IMPORTS = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
+
+
+def build_rendered(space: SearchSpace, arch, *, primitives: str = "exclude_helper", context: str = "none"):
+    """exec the rendered text (with helpers defined when they are only referenced), build, return (module, inputs)."""
+    import torch
+
+    code = space.render(arch, primitives=primitives, context=context)
+    namespace: dict = {}
+    exec(RENDER_NAMESPACE_IMPORTS, namespace)
+    if primitives == "exclude_helper":
+        exec(space.helper_source(), namespace)
+    exec(code, namespace)
+    expression, shape = space.example_call(arch, context)
+    module = eval(expression, namespace)
+    torch.manual_seed(0)
+    if shape and isinstance(shape[0], (tuple, list)):  # several inputs (e.g. a DARTS cell's two states)
+        return module, tuple(torch.randn(*s) for s in shape)
+    return module, (torch.randn(*shape),)
+
+
+def run_rendered(space: SearchSpace, arch, **options):
+    """The output tensor of one forward pass of the rendered module (eval mode, no grad)."""
+    import torch
+
+    module, inputs = build_rendered(space, arch, **options)
+    module.eval()
+    with torch.no_grad():
+        out = module(*inputs)
+    assert torch.isfinite(out).all(), f"non-finite output for {space.to_string(arch)}"
+    return out
+
+
+def check_space_contract(space: SearchSpace, n: int = 25, seed: int = 0, forward: int = 6) -> None:
+    """Assert the space's contract on `n` sampled architectures; run `forward` of them in torch per variant."""
+    rng = random.Random(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    for arch in archs:
+        text = space.to_string(arch)
+        assert space.parse(text) == arch, f"round trip failed for {text}"
+        assert space.parse(arch) == arch
+        rep = space.canonical_arch(arch)
+        assert space.canonical(rep) == space.canonical(arch), f"representative left the class of {text}"
+        assert space.canonical_arch(rep) == rep, f"representative of {text} is not a fixed point"
+        for edits in (1, 2):
+            child = space.mutate(arch, rng, edits)
+            assert space.parse(space.to_string(child)) == child
+            assert child != arch
+        for kind in space.encodings:
+            vectors = {len(space.encode(a, kind)) for a in archs[:5]}
+            assert len(vectors) == 1, f"encoding {kind} has varying length"
+        for neighbour in space.neighbours(arch)[:5]:
+            assert space.parse(space.to_string(neighbour)) == neighbour
+    for arch in archs[:forward]:
+        for primitives in space.render_choices.get("primitives", ("exclude_helper",)):
+            for context in space.render_choices.get("context", ("none",)):
+                run_rendered(space, arch, primitives=primitives, context=context)
