@@ -1,5 +1,10 @@
-"""NB201 search benchmark: BANANAS-COLE (through a colecache server) vs BANANAS on a path encoding,
-regularized evolution and random search, on the NATS-Bench 200-epoch test accuracies.
+"""Search benchmark: BANANAS-COLE (through a colecache server) vs BANANAS on a structural encoding,
+regularized evolution and random search, in any space with an oracle:
+
+- `--space nb201` (default): the whole space, NATS-Bench 200-epoch test accuracies, 3 datasets;
+- `--space nb101` / `--space darts`: pool mode over NASLib's subsets (500 NB101 cells with 108-epoch
+  validation accuracy; 725 DARTS genotypes with NB301 surrogate accuracy): every method may only
+  pick pool members (REA's child is the unevaluated pool member nearest to the mutated parent).
 
     # a server with the whole space precomputed for the study's render/embedder options:
     COLECACHE_DATA_DIR=... colecache precompute ...  &&  COLECACHE_DATA_DIR=... colecache serve --port 8100
@@ -27,12 +32,26 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import searchers
-from colecache_client.benchmarks import DATASETS, NB201Oracle
+from colecache_client.benchmarks import DATASETS, NASLIB_POOLS, NB201Oracle, PoolOracle
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 METHODS = ("bananas-cole", "bananas-path", "rea", "random")
 THRESHOLDS = (0.98, 0.99, 0.995)
 LABELS = {"bananas-cole": "BANANAS-COLE", "bananas-path": "BANANAS-path", "rea": "REA", "random": "random"}
+POOL_DATASET = "cifar10"  # the NASLib pools hold CIFAR-10 accuracies only
+
+
+def make_oracle(space: str, dataset: str):
+    """The oracle for (space, dataset): NB201's whole table, or a NASLib pool (with `.pool`)."""
+    if space == "nb201":
+        return NB201Oracle(dataset)
+    if space in NASLIB_POOLS:
+        return PoolOracle(space)
+    raise typer.BadParameter(f"no oracle for space {space!r} (nb201, {', '.join(NASLIB_POOLS)})")
+
+
+def space_datasets(space: str) -> tuple[str, ...]:
+    return DATASETS if space == "nb201" else (POOL_DATASET,)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -50,8 +69,11 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_one(method: str, dataset: str, seed: int, budget: int, config: dict, url: str | None) -> list[float]:
-    oracle = NB201Oracle(dataset)
+def run_one(
+    method: str, dataset: str, seed: int, budget: int, config: dict, url: str | None, space: str = "nb201"
+) -> list[float]:
+    oracle = make_oracle(space, dataset)
+    where = {"space": space, "pool": getattr(oracle, "pool", None)}
     bananas = config.get("bananas", {})
     batch = config.get("batch_size", 10)
     if method == "bananas-cole":
@@ -65,16 +87,18 @@ def run_one(method: str, dataset: str, seed: int, budget: int, config: dict, url
             study=config.get("study", {}),
             bananas=bananas,
             batch_size=batch,
-            name=f"bench-{dataset}-seed{seed}",
+            name=f"bench-{space}-{dataset}-seed{seed}",
+            **where,
         )
     if method == "bananas-path":
         return searchers.bananas_structural(
-            oracle, budget, seed, encoding="path", head=config.get("head", {}), bananas=bananas, batch_size=batch
+            oracle, budget, seed, encoding="path", head=config.get("head", {}), bananas=bananas, batch_size=batch,
+            **where,
         )
     if method == "rea":
-        return searchers.regularized_evolution(oracle, budget, seed, **config.get("rea", {}))
+        return searchers.regularized_evolution(oracle, budget, seed, **config.get("rea", {}), **where)
     if method == "random":
-        return searchers.random_search(oracle, budget, seed)
+        return searchers.random_search(oracle, budget, seed, **where)
     raise typer.BadParameter(f"unknown method {method}")
 
 
@@ -89,28 +113,30 @@ def run(
     out: Annotated[Path, typer.Option(help="Folder for runs.jsonl, search.md, search.png.")] = Path(
         "benchmarks/results/search"
     ),
+    space: Annotated[str, typer.Option(help="nb201 (whole space) or a pool space: nb101, darts.")] = "nb201",
 ) -> None:
     """Run the searches (resumable) and append results to <out>/runs.jsonl."""
     settings = json.loads(config.read_text()) if config else {}
-    datasets, methods = datasets or list(DATASETS), methods or list(METHODS)
+    datasets, methods = datasets or list(space_datasets(space)), methods or list(METHODS)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
     done = set()
     if log.exists():
         for line in log.read_text().splitlines():
             row = json.loads(line)
-            done.add((row["method"], row["dataset"], row["seed"], row["budget"], row["config"]))
+            done.add((row.get("space", "nb201"), row["method"], row["dataset"], row["seed"], row["budget"], row["config"]))
     jobs = []
     for dataset in datasets:
         for method in methods:
             tag = config_hash(settings.get(method, settings))
             for seed in parse_seeds(seeds):
-                if (method, dataset, seed, budget, tag) not in done:
+                if (space, method, dataset, seed, budget, tag) not in done:
                     jobs.append((method, dataset, seed, tag))
     for method, dataset, seed, tag in tqdm(jobs, desc="searches", unit="run", dynamic_ncols=True):
         started = time.perf_counter()
-        values = run_one(method, dataset, seed, budget, settings.get(method, settings), url)
+        values = run_one(method, dataset, seed, budget, settings.get(method, settings), url, space)
         row = {
+            "space": space,
             "method": method,
             "dataset": dataset,
             "seed": seed,
@@ -148,6 +174,23 @@ def fmt(x: float, budget: int) -> str:
     return f">{budget}" if not np.isfinite(x) else f"{x:.0f}"
 
 
+def queries_to_optimum(curves: np.ndarray, optimum: float, budget: int, rng: np.random.Generator) -> dict:
+    """Evaluations until the optimum itself was evaluated: mean (runs that missed it count budget+1), its
+    95% bootstrap CI, the median (inf when most runs missed it) and the share of runs that found it."""
+    reach = np.array([first_reach(c, optimum - 1e-9) for c in curves])
+    found = np.isfinite(reach)
+    capped = np.where(found, reach, budget + 1)
+    boot = capped[rng.integers(0, len(capped), size=(2000, len(capped)))].mean(axis=1)
+    return {
+        "mean": float(capped.mean()),
+        "lo": float(np.percentile(boot, 2.5)),
+        "hi": float(np.percentile(boot, 97.5)),
+        "median": float(np.median(reach)),
+        "found": float(found.mean()),
+        "capped": capped,
+    }
+
+
 def summarise(rows: list[dict], budget: int, optimum: float, rng: np.random.Generator) -> dict:
     curves = np.stack([best_so_far(r["values"], budget) for r in rows])
     mean, lo, hi = bootstrap_mean_band(curves, rng)
@@ -163,6 +206,7 @@ def summarise(rows: list[dict], budget: int, optimum: float, rng: np.random.Gene
             float(np.percentile(boot, 2.5)),
             float(np.percentile(boot, 97.5)),
         )
+    out["to_optimum"] = queries_to_optimum(curves, optimum, budget, rng)
     final = curves[:, -1]
     boot = final[rng.integers(0, len(final), size=(2000, len(final)))].mean(axis=1)
     out["final"] = (float(final.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
@@ -175,23 +219,26 @@ def report(
     budget: Annotated[int | None, typer.Option(help="Budget to report (default: the runs' own).")] = None,
     seeds: Annotated[str | None, typer.Option(help="Only these seeds (e.g. the reporting seeds 0-29).")] = None,
     command: Annotated[str, typer.Option(help="The command that produced runs.jsonl, for the header.")] = "",
+    space: Annotated[str, typer.Option(help="Which space's runs to report.")] = "nb201",
 ) -> None:
-    """Write <out>/search.md (evaluations to 98/99/99.5% of the optimum, final best) and <out>/search.png."""
+    """Write <out>/search.md (evaluations to 98/99/99.5% of the optimum and to the optimum itself, final
+    best) and <out>/search.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from colecache_client.benchmarks import read_nb201
 
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("space", "nb201") == space]
     if seeds:
         keep = set(parse_seeds(seeds))
         rows = [r for r in rows if r["seed"] in keep]
     budget = budget or min(r["budget"] for r in rows)
-    table = read_nb201()
+    datasets = space_datasets(space)
     rng = np.random.default_rng(0)
+    scope = "whole space" if space == "nb201" else f"pool of {len(make_oracle(space, datasets[0]).pool)} (NASLib subset)"
     lines = [
-        "# NB201 search: evaluations to reach a fraction of the dataset's optimum",
+        f"# {space} search ({scope}): evaluations to reach a fraction of the optimum, and the optimum itself",
         "",
         f"Command: `{command}`" if command else "",
         f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}, Python {platform.python_version()}; "
@@ -200,12 +247,15 @@ def report(
         "Values are NATS-Bench 200-epoch test accuracies (seed mean). `mean curve`: first evaluation at which the "
         "mean best-so-far curve reaches the target, with the evaluations at which the upper and lower 95% "
         "bootstrap band reach it in brackets. `median run`: median over runs of the first evaluation reaching "
-        "the target (95% bootstrap CI). `>B`: not reached within the budget B.",
+        "the target (95% bootstrap CI). `>B`: not reached within the budget B. `to optimum`: evaluations until "
+        "the best architecture itself was evaluated: mean over runs (95% bootstrap CI; runs that never found it "
+        "count as B+1), median, and the share of runs that found it. Evaluations count distinct architectures "
+        "(isomorphism classes).",
         "",
     ]
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(6 * len(DATASETS), 4.5))
-    for ax, dataset in zip(np.atleast_1d(axes), DATASETS):
-        optimum = max(table.accuracy[dataset])
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        optimum = make_oracle(space, dataset).optimum
         subset = [r for r in rows if r["dataset"] == dataset]
         if not subset:
             continue
@@ -213,7 +263,8 @@ def report(
         header = "| method | runs |"
         for t in THRESHOLDS:
             header += f" {t:.1%} mean curve | {t:.1%} median run |"
-        lines += [header + " final best (95% CI) |", "|---" * (2 + 2 * len(THRESHOLDS) + 1) + "|"]
+        header += " to optimum: mean [95% CI] / median / found |"
+        lines += [header + " final best (95% CI) |", "|---" * (2 + 2 * len(THRESHOLDS) + 2) + "|"]
         for method in METHODS:
             runs = [r for r in subset if r["method"] == method]
             if not runs:
@@ -225,6 +276,8 @@ def report(
                 cells.append(f"{fmt(m, budget)} [{fmt(a, budget)}, {fmt(b, budget)}]")
                 m, a, b = s[f"median_{t}"]
                 cells.append(f"{fmt(m, budget)} [{fmt(a, budget)}, {fmt(b, budget)}]")
+            q = s["to_optimum"]
+            cells.append(f"{q['mean']:.1f} [{q['lo']:.1f}, {q['hi']:.1f}] / {fmt(q['median'], budget)} / {q['found']:.0%}")
             f, a, b = s["final"]
             cells.append(f"{f:.2f} [{a:.2f}, {b:.2f}]")
             lines.append("| " + " | ".join(cells) + " |")
@@ -241,9 +294,10 @@ def report(
             ax.axhline((1 - t) * optimum, color="grey", lw=0.6, ls=":")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "search.png", dpi=120)
-    (out / "search.md").write_text("\n".join(lines) + "\n")
-    typer.echo(f"wrote {out / 'search.md'} and {out / 'search.png'}")
+    stem = "search" if space == "nb201" else f"search_{space}"
+    fig.savefig(out / f"{stem}.png", dpi=120)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    typer.echo(f"wrote {out / f'{stem}.md'} and {out / f'{stem}.png'}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Search methods for the NB201 search benchmark: the SDK's BANANAS (through a colecache server, or
-in-process on a path encoding), regularized evolution and random search.
+"""Search methods for the search benchmark, in any registered space: the SDK's BANANAS (through a
+colecache server, or in-process on a structural encoding), regularized evolution and random search.
+Each can run over the whole space or over a fixed candidate pool (`pool`: the architectures one can
+afford to train, or a benchmark subset such as NASLib's 500 NB101 cells).
 
-Every method returns the list of values it evaluated, one per distinct cell (canonical form),
-so curves are comparable evaluation for evaluation.
+Every method returns the list of values it evaluated, one per distinct architecture (canonical
+form), so curves are comparable evaluation for evaluation.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from colecache_client import Bananas, Client
 from colecache_client.spaces import get_space
 from colecache_client.types import Observation, ObservationsWritten, Prediction, PredictResult, StudyInfo
 
-SPACE = get_space("nb201")
 Evaluate = Callable[[str], float]
 
 
@@ -34,10 +35,12 @@ def bananas_cole(
     bananas: dict[str, Any],
     batch_size: int,
     name: str,
+    space: str = "nb201",
+    pool: list[str] | None = None,
 ) -> list[float]:
     with Client(url, timeout=600) as client:
-        handle = client.create_study(name, **study)
-        result = Bananas(handle, seed=seed, **bananas).run(evaluate, budget, batch_size)
+        handle = client.create_study(name, space=space, **study)
+        result = Bananas(handle, seed=seed, pool=pool, **bananas).run(evaluate, budget, batch_size)
         client.delete_study(handle.id)
     return [value for _, value in result.history]
 
@@ -52,6 +55,7 @@ class LocalStudy:
     """
 
     surrogate: SurrogateConfig
+    space: str = "nb201"
     direction: str = "maximize"
     embeddings: dict[str, np.ndarray] | None = None
     reference: np.ndarray | None = None
@@ -62,7 +66,7 @@ class LocalStudy:
 
     @property
     def info(self) -> StudyInfo:
-        return StudyInfo("local", "local", "nb201", "value", self.direction, len(self.rows), len(self.rows))
+        return StudyInfo("local", "local", self.space, "value", self.direction, len(self.rows), len(self.rows))
 
     @property
     def maximize(self) -> bool:
@@ -81,9 +85,9 @@ class LocalStudy:
 
     def _encode(self, archs: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
         cole = np.stack([self.embeddings[a] for a in archs]) if self.surrogate.features.cole else None
-        kinds = self.surrogate.features.structural
+        kinds, space = self.surrogate.features.structural, get_space(self.space)
         struct = (
-            np.array([np.concatenate([SPACE.encode(SPACE.parse(a), k) for k in kinds]) for a in archs])
+            np.array([np.concatenate([space.encode(space.parse(a), k) for k in kinds]) for a in archs])
             if kinds
             else None
         )
@@ -115,61 +119,120 @@ def bananas_structural(
     head: dict[str, Any],
     bananas: dict[str, Any],
     batch_size: int,
+    space: str = "nb201",
+    pool: list[str] | None = None,
 ) -> list[float]:
     config = SurrogateConfig(
         features=FeatureConfig(cole=False, structural=(encoding,)), head=HeadConfig(**head), seed=0
     )
-    result = Bananas(LocalStudy(config), seed=seed, **bananas).run(evaluate, budget, batch_size)
+    study = LocalStudy(config, space=space)
+    result = Bananas(study, seed=seed, pool=pool, **bananas).run(evaluate, budget, batch_size)
     return [value for _, value in result.history]
 
 
 # --- regularized evolution (Real et al., 2019) ------------------------------------------------------
 def regularized_evolution(
-    evaluate: Evaluate, budget: int, seed: int, *, population: int = 20, sample: int = 5
+    evaluate: Evaluate,
+    budget: int,
+    seed: int,
+    *,
+    population: int = 20,
+    sample: int = 5,
+    space: str = "nb201",
+    pool: list[str] | None = None,
 ) -> list[float]:
     """Aging evolution: mutate the best of a random tournament, drop the oldest member.
 
-    Children that repeat an evaluated cell (canonically) are redrawn, so every evaluation is new.
+    Children that repeat an evaluated architecture (canonically) are redrawn, so every evaluation is
+    new. Pool version: the child is the unevaluated pool member closest to the parent (Hamming
+    distance of the space's first structural encoding; ties broken at random), since a mutation
+    would mostly leave the pool.
     """
+    sp = get_space(space)
     rng = random.Random(seed)
     seen: set[str] = set()
     values: list[float] = []
     alive: deque[tuple[Any, float]] = deque()
+    remaining = None if pool is None else _PoolIndex(sp, pool)
 
     def new(arch) -> bool:
-        key = SPACE.canonical(arch)
+        key = sp.canonical(arch)
         if key in seen:
             return False
         seen.add(key)
-        value = evaluate(SPACE.to_string(arch))
+        if remaining is not None:
+            remaining.take(key)
+        value = evaluate(sp.to_string(arch))
         values.append(value)
         alive.append((arch, value))
         return True
 
-    while len(alive) < population and len(values) < budget:
-        new(SPACE.sample(rng))
-    while len(values) < budget:
+    def fresh():
+        return sp.sample(rng) if remaining is None else remaining.random(rng)
+
+    limit = budget if remaining is None else min(budget, len(remaining))
+    while len(alive) < population and len(values) < limit:
+        new(fresh())
+    while len(values) < limit:
         contenders = rng.sample(list(alive), min(sample, len(alive)))
         parent = max(contenders, key=lambda av: av[1])[0]
-        for _ in range(100):
-            if new(SPACE.mutate(parent, rng, 1)):
-                break
+        if remaining is not None:
+            new(remaining.nearest(parent, rng))
         else:
-            new(SPACE.sample(rng))
+            for _ in range(100):
+                if new(sp.mutate(parent, rng, 1)):
+                    break
+            else:
+                new(fresh())
         while len(alive) > population:
             alive.popleft()
     return values
 
 
+class _PoolIndex:
+    """The not yet evaluated members of a pool, with their structural encodings for nearest-member lookups."""
+
+    def __init__(self, space, pool: list[str]):
+        self.space = space
+        archs = space.dedupe(space.parse_many(pool))
+        self.kind = space.encodings[0] if space.encodings else None
+        self.members = {space.canonical(a): a for a in archs}
+        self.codes = {k: np.asarray(self._encode(a)) for k, a in self.members.items()}
+
+    def _encode(self, arch) -> list[float]:
+        return self.space.encode(arch, self.kind) if self.kind else [0.0]
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def take(self, key: str) -> None:
+        self.members.pop(key, None)
+
+    def random(self, rng: random.Random):
+        return self.members[rng.choice(sorted(self.members))]
+
+    def nearest(self, parent, rng: random.Random):
+        target = np.asarray(self._encode(parent))
+        distance = {k: float(np.abs(self.codes[k] - target).sum()) for k in self.members}
+        best = min(distance.values())
+        return self.members[rng.choice(sorted(k for k, d in distance.items() if d == best))]
+
+
 # --- random search ---------------------------------------------------------------------------------
-def random_search(evaluate: Evaluate, budget: int, seed: int) -> list[float]:
+def random_search(
+    evaluate: Evaluate, budget: int, seed: int, *, space: str = "nb201", pool: list[str] | None = None
+) -> list[float]:
+    sp = get_space(space)
     rng = random.Random(seed)
+    if pool is not None:
+        archs = sp.dedupe(sp.parse_many(pool))
+        return [evaluate(sp.to_string(a)) for a in rng.sample(archs, min(budget, len(archs)))]
     seen: set[str] = set()
     values: list[float] = []
     while len(values) < budget:
-        arch = SPACE.sample(rng)
-        key = SPACE.canonical(arch)
+        arch = sp.sample(rng)
+        key = sp.canonical(arch)
         if key not in seen:
             seen.add(key)
-            values.append(evaluate(SPACE.to_string(arch)))
+            values.append(evaluate(sp.to_string(arch)))
     return values

@@ -53,6 +53,7 @@ def check_space_contract(space: SearchSpace, n: int = 25, seed: int = 0, forward
         assert space.parse(text) == arch, f"round trip failed for {text}"
         assert space.parse(arch) == arch
         rep = space.canonical_arch(arch)
+        assert space.parse(space.to_string(rep)) == rep, f"representative of {text} is not a valid architecture"
         assert space.canonical(rep) == space.canonical(arch), f"representative left the class of {text}"
         assert space.canonical_arch(rep) == rep, f"representative of {text} is not a fixed point"
         for edits in (1, 2):

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.integration
 SPACE = get_space("nb201")
 CENTRE = SPACE.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
 FAST = {"head": {"epochs": 80}}
+NB101_CELL = {"matrix": [[0, 1, 1], [0, 0, 1], [0, 0, 0]], "ops": ["input", "conv3x3-bn-relu", "output"]}
 
 
 def _value(cell) -> float:
@@ -71,9 +72,14 @@ def test_study_errors_are_clear_4xx(default_server):
         assert nan.status_code == 422 and nan.json()["errors"][0]["index"] == 1
         wrong = client.post(
             f"/studies/{sid}/observations",
-            json={"observations": [{"spec": {"arch": cell, "space": "nb101"}, "value": 1.0}]},
+            json={"observations": [{"spec": {"arch": NB101_CELL, "space": "nb101"}, "value": 1.0}]},
         )
-        assert wrong.status_code == 422 and "unknown search space 'nb101'" in wrong.text
+        assert wrong.status_code == 422 and "spec is from search space 'nb101'; this study is in 'nb201'" in wrong.text
+        unknown = client.post(
+            f"/studies/{sid}/observations",
+            json={"observations": [{"spec": {"arch": cell, "space": "nb999"}, "value": 1.0}]},
+        )
+        assert unknown.status_code == 422 and "unknown search space 'nb999'" in unknown.text
         assert client.get(f"/studies/{sid}").json()["n_observations"] == 0  # nothing stored
         few = client.post(f"/studies/{sid}/predict", json={"specs": [cell]})
         assert few.status_code == 409 and "at least 2" in few.text

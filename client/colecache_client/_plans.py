@@ -104,6 +104,11 @@ def create_study(body: dict[str, Any]) -> Plan:
     return StudyInfo.from_json(created)
 
 
+def set_candidates(study_id: str, specs: Sequence[Any] | None) -> Plan:
+    body = yield Call("PUT", f"/studies/{study_id}/candidates", json={"specs": None if specs is None else list(specs)})
+    return body["version"]
+
+
 def get_study(study_id: str) -> Plan:
     return StudyInfo.from_json((yield Call("GET", f"/studies/{study_id}")))
 
@@ -161,4 +166,6 @@ def predict(study_id: str, specs: Sequence[Any]) -> Plan:
         predictions.extend(
             Prediction(offset + p["index"], p.get("arch"), p["mean"], p["std"]) for p in body["predictions"]
         )
-    return PredictResult(body["study_id"], body["surrogate_version"], body["n_observations"], predictions)
+    return PredictResult(
+        body["study_id"], body["surrogate_version"], body["n_observations"], predictions, body.get("reference")
+    )

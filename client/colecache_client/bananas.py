@@ -106,9 +106,12 @@ class Bananas:
         ucb_beta: float = 2.0,
         seed: int | None = None,
         pool: Sequence[Any] | None = None,
+        pool_reference: bool = True,
     ):
         """`pool`: search only these architectures (any spelling of the study's space), e.g. the ones a
-        team can afford to train; every `ask` then scores all of the pool not yet observed or pending."""
+        team can afford to train; every `ask` then scores all of the pool not yet observed or pending.
+        With `pool_reference` the pool is also stored as the study's candidates, the unlabelled set the
+        server fits its feature reduction on."""
         self.study = study
         self.space = get_space(study.info.space)
         self.pool: dict[str, Any] | None = None  # canonical form -> architecture, in the pool's order
@@ -116,6 +119,10 @@ class Bananas:
             self.pool = {}
             for arch in self.space.parse_many(list(pool)):
                 self.pool.setdefault(self.space.canonical(arch), arch)
+            upload = getattr(study, "set_candidates", None)
+            if upload is not None and pool_reference:
+                # The server fits its feature reduction on the pool (unlabelled): better ranks at small n.
+                upload([self.space.to_string(a) for a in self.pool.values()])
         self.initial_samples = initial_samples
         self.candidates = candidates
         self.parents = parents

@@ -74,3 +74,85 @@ class NB201Oracle:
         text = self._space.to_string(self._space.parse(arch))
         self.evaluated.add(text)
         return self._value[text]
+
+
+# --- NASLib pools: NB101 and NB301 (DARTS) subsets with zero-cost proxies --------------------------
+NASLIB_SUBDIR = "extra_naslib_zc_subsets"
+NASLIB_POOLS = {
+    "nb101": ("zc_nasbench101.json", ("nasbench101", "cifar10")),
+    "darts": ("zc_nasbench301.json", ("cifar10",)),
+}
+"""Space -> (file, keys down to the architectures) in NASLib's NAS-Bench-Suite-Zero subsets."""
+PROXIES = ("flops", "params", "snip", "jacov", "grad_norm", "plain", "epe_nas", "fisher", "grasp", "l2_norm",
+           "synflow", "nwot")
+
+
+@dataclass(frozen=True)
+class NaslibPool:
+    """One NASLib subset: architectures in the space's own spelling, validation accuracy (%) and the
+    zero-cost proxy scores NASLib computed for them (a proxy missing from the file is left out)."""
+
+    space: str
+    archs: list[str]
+    accuracy: list[float]
+    proxies: dict[str, list[float]]
+
+
+def read_naslib_pool(space: str, folder: str | Path | None = None) -> NaslibPool:
+    """Read NASLib's subset for `space` ('nb101': 500 cells, 108-epoch validation accuracy; 'darts':
+    725 genotypes, NB301 surrogate accuracy) from `<nb201 data dir>/extra_naslib_zc_subsets/`.
+
+    Isomorphic duplicates are merged (values averaged). Raises FileNotFoundError or KeyError."""
+    import json
+
+    if space not in NASLIB_POOLS:
+        raise KeyError(f"no NASLib pool for space {space!r} (have: {', '.join(NASLIB_POOLS)})")
+    base = find_nb201_dir(folder)
+    if base is None:
+        raise FileNotFoundError(f"NASLib subsets not found; set COLECACHE_NB201_DATA (holding {NASLIB_SUBDIR}/)")
+    name, keys = NASLIB_POOLS[space]
+    data = json.loads((base / NASLIB_SUBDIR / name).read_text())
+    for key in keys:
+        data = data[key]
+    sp = get_space(space)
+    # Isomorphic duplicates (NB101 keys are unpruned samples; each was queried on its own) are merged:
+    # accuracy and proxies averaged over the class.
+    classes: dict[str, list] = {}
+    for key, entry in data.items():
+        arch = sp.parse(key)
+        row = [float(entry["val_accuracy"])]
+        for proxy in PROXIES:
+            value = entry.get(proxy)
+            row.append(float("nan") if value is None else float(value["score"] if isinstance(value, dict) else value))
+        classes.setdefault(sp.canonical(arch), [sp.to_string(arch), []])[1].append(row)
+    archs, accuracy = [], []
+    proxies: dict[str, list[float]] = {p: [] for p in PROXIES}
+    for arch, rows in classes.values():
+        archs.append(arch)
+        means = [sum(column) / len(column) for column in zip(*rows)]
+        accuracy.append(means[0])
+        for proxy, value in zip(PROXIES, means[1:]):
+            proxies[proxy].append(value)
+    proxies = {p: v for p, v in proxies.items() if not all(x != x for x in v)}
+    return NaslibPool(space, archs, accuracy, proxies)
+
+
+@dataclass
+class PoolOracle:
+    """A fixed pool as oracle: 'training' an architecture looks up its accuracy (by canonical form)."""
+
+    space: str
+    folder: str | Path | None = None
+    evaluated: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        data = read_naslib_pool(self.space, self.folder)
+        self._space = get_space(self.space)
+        self.pool = data.archs
+        self._value = {self._space.canonical(self._space.parse(a)): v for a, v in zip(data.archs, data.accuracy)}
+        self.optimum = max(data.accuracy)
+
+    def __call__(self, arch: str) -> float:
+        key = self._space.canonical(self._space.parse(arch))
+        self.evaluated.add(key)
+        return self._value[key]

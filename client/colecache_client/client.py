@@ -152,7 +152,9 @@ class Client(_Base):
         render: dict[str, Any] | None = None,
         embedder: dict[str, Any] | None = None,
         surrogate: dict[str, Any] | None = None,
+        candidates: Sequence[Any] | None = None,
     ) -> Study:
+        """A new study. `candidates`: the pool the search draws from (unlabelled), if it is fixed."""
         body = {
             "name": name,
             "space": space,
@@ -161,6 +163,7 @@ class Client(_Base):
             "render": render,
             "embedder": embedder,
             "surrogate": surrogate,
+            "candidates": None if candidates is None else list(candidates),
         }
         return Study(self, self._run(_plans.create_study(body)))
 
@@ -190,6 +193,10 @@ class Client(_Base):
         """Surrogate mean and std for each spec (the server refits first if observations changed)."""
         return self._run(_plans.predict(study_id, specs))
 
+    def set_candidates(self, study_id: str, specs: Sequence[Any] | None) -> int:
+        """Replace the study's candidate pool (None clears it); returns the new study version."""
+        return self._run(_plans.set_candidates(study_id, specs))
+
 
 class Study:
     """A study handle: `observe`, `predict`, `observations`, `refresh`."""
@@ -218,6 +225,10 @@ class Study:
 
     def predict(self, specs: Sequence[Any]) -> PredictResult:
         return self.client.predict(self.id, specs)
+
+    def set_candidates(self, specs: Sequence[Any] | None) -> int:
+        """The pool this study's search draws from; the surrogate's reduction is fitted on it."""
+        return self.client.set_candidates(self.id, specs)
 
 
 class AsyncClient(_Base):
@@ -299,6 +310,7 @@ class AsyncClient(_Base):
         render=None,
         embedder=None,
         surrogate=None,
+        candidates=None,
     ) -> StudyInfo:
         body = {
             "name": name,
@@ -308,6 +320,7 @@ class AsyncClient(_Base):
             "render": render,
             "embedder": embedder,
             "surrogate": surrogate,
+            "candidates": None if candidates is None else list(candidates),
         }
         return await self._run(_plans.create_study(body))
 
@@ -328,3 +341,6 @@ class AsyncClient(_Base):
 
     async def predict(self, study_id: str, specs: Sequence[Any]) -> PredictResult:
         return await self._run(_plans.predict(study_id, specs))
+
+    async def set_candidates(self, study_id: str, specs: Sequence[Any] | None) -> int:
+        return await self._run(_plans.set_candidates(study_id, specs))

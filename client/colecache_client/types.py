@@ -55,6 +55,7 @@ class StudyInfo:
     embedder: dict[str, Any] = field(default_factory=dict)
     surrogate: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] | None = None
+    n_candidates: int = 0
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> StudyInfo:
@@ -99,6 +100,7 @@ class PredictResult:
     surrogate_version: int
     n_observations: int
     predictions: list[Prediction]
+    reference: str | None = None  # what the feature reduction was fitted on: space, candidates or observed
 
     @property
     def means(self) -> list[float]:

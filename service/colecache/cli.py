@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -81,7 +82,8 @@ def _options(primitives: str, context: str, dataset: str, canonical: bool):
 
 @app.command()
 def render(
-    spec: Annotated[str, typer.Argument(help="NB201 cell string, e.g. '|nor_conv_3x3~0|+|...|'.")],
+    spec: Annotated[str, typer.Argument(help="An architecture in its space's spelling, e.g. '|nor_conv_3x3~0|+|...|'.")],
+    space: Annotated[str, typer.Option(help="Search space (nb201, nb101, darts, einspace, graph, or a plugin).")] = "nb201",
     primitives: Annotated[Primitives, typer.Option(help="inline | helper | exclude_helper")] = "exclude_helper",
     context: Annotated[Context, typer.Option(help="none | backbone | comment")] = "none",
     dataset: Annotated[Dataset, typer.Option(help="cifar10 | cifar100 | imagenet16-120")] = "cifar10",
@@ -94,16 +96,18 @@ def render(
     from .specs import parse_spec
 
     try:
-        parsed = parse_spec(spec, "nb201", max_code_chars=10**9)
+        parsed = parse_spec(spec, space, max_code_chars=10**9)
+        code = render_spec(parsed, _options(primitives, context, dataset, canonical)).code
     except SpecError as exc:
         typer.echo(f"invalid spec: {exc}", err=True)
         raise typer.Exit(2) from None
-    sys.stdout.write(render_spec(parsed, _options(primitives, context, dataset, canonical)).code)
+    sys.stdout.write(code)
 
 
 @app.command()
 def embed(
-    specs: Annotated[list[str], typer.Argument(help="NB201 cell strings.")],
+    specs: Annotated[list[str], typer.Argument(help="Architectures in their space's spelling.")],
+    space: Annotated[str, typer.Option(help="Search space of the specs.")] = "nb201",
     primitives: Annotated[Primitives, typer.Option()] = "exclude_helper",
     context: Annotated[Context, typer.Option()] = "none",
     dataset: Annotated[Dataset, typer.Option()] = "cifar10",
@@ -115,6 +119,7 @@ def embed(
 
     body = {
         "specs": specs,
+        "space": space,
         "render": {"primitives": primitives, "context": context, "dataset": dataset},
         "embedder": {"pooling": pooling} if pooling else {},
     }
@@ -133,6 +138,11 @@ def embed(
 @app.command()
 def precompute(
     space: Annotated[str, typer.Option(help="Search space to enumerate.")] = "nb201",
+    archs_file: Annotated[
+        Path | None,
+        typer.Option("--archs", help="File of architectures, one per line (JSON lines for JSON spellings), for "
+                     "spaces too large to enumerate: e.g. a search's candidate pool."),
+    ] = None,
     primitives: Annotated[Primitives, typer.Option()] = "exclude_helper",
     context: Annotated[Context, typer.Option()] = "none",
     dataset: Annotated[Dataset, typer.Option()] = "cifar10",
@@ -154,12 +164,19 @@ def precompute(
     """Embed every cell of a search space into the cache (resumable: cached cells are skipped)."""
     from tqdm import tqdm
 
+    from colecache_client.spaces import SpecError, get_space
+
     render_options = {"primitives": primitives, "context": context, "dataset": dataset, "canonical": canonical}
     poolings = pooling or [None]
     layers = layer or [None]
+    try:
+        archs = _read_archs(space, archs_file) if archs_file else list(get_space(space).all_cells())
+    except (SpecError, NotImplementedError, OSError) as exc:
+        typer.echo(f"cannot precompute {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True)
+        raise typer.Exit(2) from None
     if url:
         for one_layer in layers:
-            _precompute_over_http(url, space, render_options, poolings, one_layer, max_length, normalize, chunk)
+            _precompute_over_http(url, space, archs, render_options, poolings, one_layer, max_length, normalize, chunk)
         return
     from .embedding.options import EmbedOptions
     from .local import local_services
@@ -179,7 +196,8 @@ def precompute(
     async def run():
         async with local_services() as services:
             return await precompute_space(
-                services, space, RenderOptions(**render_options), readouts, on_progress=bar.update, on_total=total
+                services, space, RenderOptions(**render_options), readouts, on_progress=bar.update, on_total=total,
+                archs=archs,
             )
 
     report = asyncio.run(run())
@@ -191,12 +209,32 @@ def precompute(
     )
 
 
-def _precompute_over_http(url, space, render_options, poolings, layer, max_length, normalize, chunk) -> None:
+def _read_archs(space_name: str, path: Path) -> list:
+    """Architectures from a file: one per line, a JSON value where the line parses as JSON, else the text."""
+    from colecache_client.spaces import SpecError, get_space
+
+    space, out = get_space(space_name), []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            value = line.strip()
+        try:
+            out.append(space.parse(value))
+        except SpecError as exc:
+            raise SpecError(f"{path}:{number}: {exc}") from None
+    return out
+
+
+def _precompute_over_http(url, space, archs, render_options, poolings, layer, max_length, normalize, chunk) -> None:
     import httpx
     from colecache_client.spaces import get_space
     from tqdm import tqdm
 
-    cells = [c.to_string() for c in get_space(space).all_cells()]
+    to_string = get_space(space).to_string
+    cells = [to_string(a) for a in archs]
     counts: dict[str, int] = {}
     with httpx.Client(base_url=url.rstrip("/"), timeout=3600) as client:
         for pooling in poolings:

@@ -40,12 +40,14 @@ async def precompute_space(
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     limit: int | None = None,
+    archs: Sequence | None = None,
 ) -> PrecomputeReport:
     """Make sure every cell of the space is cached under every read-out; compute only what is missing.
 
     Safe to stop and rerun: finished batches are committed, and the next run starts by asking SQL
     which keys exist. All read-outs must share max_length (they share one tokenization).
-    `limit` takes only the first cells of the space's enumeration (for smoke runs and tests).
+    `limit` takes only the first cells of the space's enumeration (for smoke runs and tests);
+    `archs` replaces the enumeration (spaces too large to enumerate: a candidate pool).
     """
     started = time.perf_counter()
     pipeline, backend, cache = services.pipeline, services.backend, services.cache
@@ -53,7 +55,7 @@ async def precompute_space(
     if len({fp.max_length for fp in fingerprints}) != 1:
         raise ValueError("all read-outs of one precompute run must share max_length")
     space = get_space(space_name)
-    cells = list(space.all_cells())[:limit]
+    cells = list(archs if archs is not None else space.all_cells())[:limit]
     rendered = [render(ArchSpec(space_name, cell), render_options) for cell in cells]
     # Canonical rendering maps isomorphic cells onto one text: embed each distinct text once.
     rendered = list({(r.renderer_version, r.code): r for r in rendered}.values())

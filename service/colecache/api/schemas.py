@@ -11,9 +11,12 @@ from ..render.options import RenderOptions
 from ..studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
 from ..surrogate import SurrogateConfig
 
+MAX_CANDIDATES = 100_000
+
 SPEC_DOC = (
-    "An NB201 cell string (`|nor_conv_3x3~0|+|...|`), a list of 6 op indices or names, "
-    '`{"arch": <string or list>, "space": "nb201"}`, or `{"code": "<PyTorch source>"}` embedded verbatim.'
+    "An architecture in the search space's own spelling (NB201: `|nor_conv_3x3~0|+|...|` or 6 op indices; "
+    "nb101, darts, einspace, graph: see `/info` and the README), "
+    '`{"arch": <string, list or object>, "space": "<name>"}`, or `{"code": "<PyTorch source>"}` embedded verbatim.'
 )
 
 
@@ -71,6 +74,18 @@ class StudyCreate(BaseModel):
     render: RenderOptions = Field(default_factory=lambda: STUDY_RENDER)
     embedder: EmbedOptions = Field(default_factory=lambda: STUDY_EMBEDDER)
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig, description="Features and head.")
+    candidates: list[Any] | None = Field(
+        None,
+        max_length=MAX_CANDIDATES,
+        description="Unlabelled architectures the search draws from (a pool). In spaces too large to enumerate the "
+        "surrogate's feature reduction is fitted on them (`reference: candidates`); replace with PUT .../candidates.",
+    )
+
+
+class CandidatesPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    specs: list[Any] | None = Field(..., max_length=MAX_CANDIDATES, description="The pool, or null to clear it.")
 
 
 class StudyOut(BaseModel):
@@ -82,8 +97,9 @@ class StudyOut(BaseModel):
     render: dict[str, Any]
     embedder: dict[str, Any]
     surrogate: dict[str, Any]
-    version: int = Field(..., description="Bumped by every committed change to the observations.")
+    version: int = Field(..., description="Bumped by every committed change to the observations or candidates.")
     n_observations: int
+    n_candidates: int = 0
     best: dict[str, Any] | None = None
     fitted: dict[str, Any] | None = Field(None, description="The surrogate this server process holds, if any.")
 

@@ -62,6 +62,7 @@ studies = Table(
     Column("owner", String(64), nullable=True, index=True, comment="sha256 of the API key that created it"),
     Column("version", Integer, nullable=False, server_default="0", comment="bumped by every committed change"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("candidates", Text, nullable=True, comment="JSON list of candidate specs (unlabelled)"),
 )
 
 observations = Table(

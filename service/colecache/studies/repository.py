@@ -35,6 +35,7 @@ class StudyRecord:
     owner: str | None
     version: int
     created_at: datetime | None = None
+    candidates: list | None = None  # unlabelled specs the study searches (its surrogate's reference)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def _study(row) -> StudyRecord:
         owner=row.owner,
         version=row.version,
         created_at=row.created_at,
+        candidates=json.loads(row.candidates) if row.candidates else None,
     )
 
 
@@ -130,6 +132,7 @@ class StudyRepository:
         embedder: dict,
         surrogate: dict,
         owner: str | None,
+        candidates: list | None = None,
     ) -> StudyRecord:
         study_id = uuid.uuid4().hex
         with self.engine.begin() as conn:
@@ -145,6 +148,7 @@ class StudyRepository:
                     surrogate=json.dumps(surrogate, sort_keys=True),
                     owner=owner,
                     version=0,
+                    candidates=None if candidates is None else json.dumps(candidates),
                 )
             )
         found = self.get(study_id, owner)
@@ -173,6 +177,17 @@ class StudyRepository:
             conn.execute(delete(observations).where(observations.c.study_id == study_id))
             conn.execute(delete(studies).where(studies.c.id == study_id))
         return True
+
+    def set_candidates(self, study_id: str, candidates: list | None) -> int:
+        """Replace the study's candidate pool; bumps the version (the surrogate's reference changes)."""
+        with self.engine.begin() as conn:
+            locked = conn.execute(select(studies.c.version).where(studies.c.id == study_id).with_for_update()).first()
+            if locked is None:
+                raise StudyNotFound(study_id)
+            version = locked.version + 1
+            text = None if candidates is None else json.dumps(candidates)
+            conn.execute(update(studies).where(studies.c.id == study_id).values(version=version, candidates=text))
+        return version
 
     @staticmethod
     def _owned_by(owner: str | None):

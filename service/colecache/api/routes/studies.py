@@ -16,6 +16,7 @@ from ..deps import get_owner, get_studies
 from ..errors import ApiError
 from ..responses import FastJSONResponse
 from ..schemas import (
+    CandidatesPut,
     ErrorBody,
     ObservationsPost,
     ObservationsWritten,
@@ -59,6 +60,7 @@ async def study_body(study: StudyRecord, studies: StudyService) -> dict:
         "surrogate": study.surrogate,
         "version": study.version,
         "n_observations": count,
+        "n_candidates": len(study.candidates or ()),
         "best": None if best is None else {"spec": best.spec, "arch": best.arch, "value": best.value},
         "fitted": None
         if fitted is None
@@ -81,6 +83,10 @@ async def create_study(
     space = get_space(body.space)  # unknown space -> 422 via SpecError naming the known ones
     check_options(space.name, body.render)
     surrogate = study_surrogate(body.surrogate, space)
+    if body.candidates is not None:  # validated before anything is stored
+        provisional = StudyRecord("", body.name, space.name, body.objective, body.direction, body.render.model_dump(),
+                                  {}, surrogate.model_dump(mode="json"), owner, 0)
+        studies.parse_study_specs(provisional, body.candidates)
     # Resolve against the served model now (422 if it cannot honour them) and store concrete values,
     # so the study keeps its meaning if the server's defaults change later.
     fingerprint = studies.pipeline.readout(body.embedder).fingerprint
@@ -100,6 +106,7 @@ async def create_study(
             embedder=embedder,
             surrogate=surrogate.model_dump(mode="json"),
             owner=owner,
+            candidates=body.candidates,
         )
     )
     return FastJSONResponse(await study_body(study, studies), status_code=201)
@@ -150,6 +157,29 @@ async def post_observations(
     items = [ObservationIn(o.spec, o.value, o.metadata) for o in body.observations]
     result = await studies.observe(study, items, body.on_conflict)
     return FastJSONResponse(result.__dict__)
+
+
+@router.put("/{study_id}/candidates", responses=ERRORS)
+async def put_candidates(
+    study_id: str,
+    body: CandidatesPut,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    """Replace the study's candidate pool (unlabelled; the surrogate's reference in large spaces)."""
+    study = await load_study(study_id, owner, studies)
+    version = await studies.set_candidates(study, body.specs)
+    return FastJSONResponse({"study_id": study.id, "version": version, "n_candidates": len(body.specs or ())})
+
+
+@router.get("/{study_id}/candidates", responses=NOT_FOUND)
+async def get_candidates(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    study = await load_study(study_id, owner, studies)
+    return FastJSONResponse({"study_id": study.id, "version": study.version, "specs": study.candidates or []})
 
 
 @router.get("/{study_id}/observations", responses=NOT_FOUND)
