@@ -84,6 +84,8 @@ def parse_spec(value: Any, default_space: str, max_code_chars: int) -> Spec:
         try:
             return ArchSpec(default_space, _parse_arch(default_space, value))
         except SpecError as exc:
+            if "dict" not in str(exc):  # the space read the object and found it invalid: its reason is the answer
+                raise
             raise SpecError(
                 f"{exc} (an object spec is {{'arch': ..., 'space': ...}}, {{'code': ...}} "
                 f"or an architecture of search space {default_space!r})"
