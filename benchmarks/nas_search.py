@@ -92,7 +92,13 @@ def run_one(
         )
     if method == "bananas-path":
         return searchers.bananas_structural(
-            oracle, budget, seed, encoding="path", head=config.get("head", {}), bananas=bananas, batch_size=batch,
+            oracle,
+            budget,
+            seed,
+            encoding="path",
+            head=config.get("head", {}),
+            bananas=bananas,
+            batch_size=batch,
             **where,
         )
     if method == "rea":
@@ -124,7 +130,9 @@ def run(
     if log.exists():
         for line in log.read_text().splitlines():
             row = json.loads(line)
-            done.add((row.get("space", "nb201"), row["method"], row["dataset"], row["seed"], row["budget"], row["config"]))
+            done.add(
+                (row.get("space", "nb201"), row["method"], row["dataset"], row["seed"], row["budget"], row["config"])
+            )
     jobs = []
     for dataset in datasets:
         for method in methods:
@@ -236,7 +244,9 @@ def report(
     budget = budget or min(r["budget"] for r in rows)
     datasets = space_datasets(space)
     rng = np.random.default_rng(0)
-    scope = "whole space" if space == "nb201" else f"pool of {len(make_oracle(space, datasets[0]).pool)} (NASLib subset)"
+    scope = (
+        "whole space" if space == "nb201" else f"pool of {len(make_oracle(space, datasets[0]).pool)} (NASLib subset)"
+    )
     lines = [
         f"# {space} search ({scope}): evaluations to reach a fraction of the optimum, and the optimum itself",
         "",
@@ -277,7 +287,9 @@ def report(
                 m, a, b = s[f"median_{t}"]
                 cells.append(f"{fmt(m, budget)} [{fmt(a, budget)}, {fmt(b, budget)}]")
             q = s["to_optimum"]
-            cells.append(f"{q['mean']:.1f} [{q['lo']:.1f}, {q['hi']:.1f}] / {fmt(q['median'], budget)} / {q['found']:.0%}")
+            cells.append(
+                f"{q['mean']:.1f} [{q['lo']:.1f}, {q['hi']:.1f}] / {fmt(q['median'], budget)} / {q['found']:.0%}"
+            )
             f, a, b = s["final"]
             cells.append(f"{f:.2f} [{a:.2f}, {b:.2f}]")
             lines.append("| " + " | ".join(cells) + " |")

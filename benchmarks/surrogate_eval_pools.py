@@ -45,15 +45,17 @@ from colecache_client.spaces import get_space
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from surrogate_eval import summarise  # noqa: E402
+from surrogate_eval import summarise
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_NPY = HERE / "out" / "embeddings"
 SIZES = (16, 32, 64, 128, 256)
 FEATURES = ("cole", "adjacency", "path", "zc", "cole+adjacency", "cole+path", "cole+zc", "cole+path+zc")
-TITLES = {"nb101": "NAS-Bench-101 (500 cells, CIFAR-10 validation accuracy at 108 epochs)",
-          "darts": "DARTS / NAS-Bench-301 (725 genotypes, NB301 surrogate accuracy)"}
+TITLES = {
+    "nb101": "NAS-Bench-101 (500 cells, CIFAR-10 validation accuracy at 108 epochs)",
+    "darts": "DARTS / NAS-Bench-301 (725 genotypes, NB301 surrogate accuracy)",
+}
 PUBLISHED = {
     "nb101": {128: 0.746, 256: 0.781},
     "darts": {128: 0.784, 256: 0.816},
@@ -116,9 +118,7 @@ def config_for(features: str, head: HeadConfig) -> SurrogateConfig:
     default = SurrogateConfig()
     parts = features.split("+")
     cole = "cole" in parts
-    fc = default.features.model_copy(
-        update={"cole": cole, "structural": tuple(p for p in parts if p != "cole")}
-    )
+    fc = default.features.model_copy(update={"cole": cole, "structural": tuple(p for p in parts if p != "cole")})
     if not cole:
         fc = FeatureConfig(cole=False, reduce="none", structural=fc.structural)
     return SurrogateConfig(features=fc, head=head)
@@ -154,12 +154,20 @@ def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress
                     mean, std = model.predict(
                         None if cole is None else cole[test], None if struct is None else struct[test]
                     )
-                    rows.append({
-                        "dataset": space, "features": feature, "head": head_name, "n": n, "repeat": 0,
-                        "fold": fold, "tau": float(stats.kendalltau(mean, y[test]).statistic),
-                        "rho": float(stats.spearmanr(mean, y[test]).statistic), "fit_s": fit_s,
-                        "std_min": float(std.min()),
-                    })
+                    rows.append(
+                        {
+                            "dataset": space,
+                            "features": feature,
+                            "head": head_name,
+                            "n": n,
+                            "repeat": 0,
+                            "fold": fold,
+                            "tau": float(stats.kendalltau(mean, y[test]).statistic),
+                            "rho": float(stats.spearmanr(mean, y[test]).statistic),
+                            "fit_s": fit_s,
+                            "std_min": float(std.min()),
+                        }
+                    )
                     progress()
     return rows
 
@@ -174,9 +182,9 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
         "`path` = the space's structural encodings; `zc` = NASLib's zero-cost proxies for these architectures",
         "(sign-log, standardised). Heads: `default` = `SurrogateConfig().head` (MLP ensemble, MSE + ranking loss),",
         "`gp` = Matern 5/2 GP. Published reference (best of GIN / FLAN-family predictors, test sets of thousands of",
-        "architectures, not ours): " + "; ".join(
-            f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces
-        ) + ".",
+        "architectures, not ours): "
+        + "; ".join(f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces)
+        + ".",
     ]
     for space in spaces:
         lines += ["", f"## {TITLES.get(space, space)}", ""]
@@ -190,7 +198,9 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
                     cells.append("–" if s is None else f"{s['tau']:.3f} ± {s['tau_ci']:.3f} / {s['rho']:.3f}")
                 last = summary.get((space, feature, head, max(sizes)))
                 fit = f"{last['fit_s']:.2f}" if last else "–"
-                lines.append(f"| {feature} | {head} | " + " | ".join(cells) + f" | {fit} | {last['count'] if last else 0} |")
+                lines.append(
+                    f"| {feature} | {head} | " + " | ".join(cells) + f" | {fit} | {last['count'] if last else 0} |"
+                )
         ref = PUBLISHED.get(space, {})
         lines.append("| published (GIN/FLAN) | – | " + " | ".join(str(ref.get(n, "–")) for n in sizes) + " | – | – |")
     path.write_text("\n".join(lines) + "\n")
@@ -202,8 +212,15 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = {"cole": "tab:purple", "path": "tab:orange", "adjacency": "tab:green", "zc": "tab:brown",
-             "cole+path": "tab:blue", "cole+zc": "tab:red", "cole+path+zc": "black"}
+    shown = {
+        "cole": "tab:purple",
+        "path": "tab:orange",
+        "adjacency": "tab:green",
+        "zc": "tab:brown",
+        "cole+path": "tab:blue",
+        "cole+zc": "tab:red",
+        "cole+path+zc": "black",
+    }
     fig, axes = plt.subplots(1, len(spaces), figsize=(5.6 * len(spaces), 4.4), squeeze=False)
     for ax, space in zip(axes[0], spaces):
         for feature, colour in shown.items():
@@ -217,8 +234,9 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
             ax.plot(ns, tau, "-o", ms=3, color=colour, label=feature)
             ax.fill_between(ns, tau - ci, tau + ci, color=colour, alpha=0.12)
         for n, t in PUBLISHED.get(space, {}).items():
-            ax.scatter([n], [t], marker="*", s=90, color="grey", zorder=5,
-                       label="published GIN/FLAN" if n == 128 else None)
+            ax.scatter(
+                [n], [t], marker="*", s=90, color="grey", zorder=5, label="published GIN/FLAN" if n == 128 else None
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(sizes), [str(n) for n in sizes])
         ax.minorticks_off()

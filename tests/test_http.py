@@ -99,7 +99,11 @@ def test_code_specs_and_mixed_forms(default_server):
         ({"specs": [CELLS[0], "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"]}, 422, "item 1: unknown op 'bogus'"),
         ({"specs": [CELLS[0], [1, 2, 3]]}, 422, "item 1: expected 6 ops"),
         ({"specs": [{"code": ""}]}, 422, "item 0: 'code' must be a non-empty string"),
-        ({"specs": [{"arch": CELLS[0], "space": "nope"}]}, 422, "unknown search space 'nope' (known: darts, einspace, graph, nb101, nb201"),
+        (
+            {"specs": [{"arch": CELLS[0], "space": "nope"}]},
+            422,
+            "unknown search space 'nope' (known: darts, einspace, graph, nb101, nb201",
+        ),
         ({"specs": [42]}, 422, "item 0: a spec is a string, a list or an object"),
         ({"specs": []}, 422, "specs"),
         ({"specs": CELLS[:1], "embedder": {"layer": 99}}, 422, "layer 99 is out of range"),

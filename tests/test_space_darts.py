@@ -257,12 +257,36 @@ def test_canonical_ignores_input_order_and_node_labels():
 
 def test_canonical_relabels_independent_nodes():
     # Nodes 2 and 3 both read only the inputs, so they can trade labels (node 4 follows).
-    a = SPACE.parse({"normal": [("sep_conv_5x5", 0), ("skip_connect", 1), ("avg_pool_3x3", 0), ("max_pool_3x3", 1),
-                                ("sep_conv_3x3", 2), ("dil_conv_3x3", 3), ("skip_connect", 4), ("sep_conv_3x3", 0)],
-                     "reduce": [("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4})
-    b = SPACE.parse({"normal": [("max_pool_3x3", 1), ("avg_pool_3x3", 0), ("skip_connect", 1), ("sep_conv_5x5", 0),
-                                ("dil_conv_3x3", 2), ("sep_conv_3x3", 3), ("sep_conv_3x3", 0), ("skip_connect", 4)],
-                     "reduce": [("max_pool_3x3", 1), ("max_pool_3x3", 0)] * 4})
+    a = SPACE.parse(
+        {
+            "normal": [
+                ("sep_conv_5x5", 0),
+                ("skip_connect", 1),
+                ("avg_pool_3x3", 0),
+                ("max_pool_3x3", 1),
+                ("sep_conv_3x3", 2),
+                ("dil_conv_3x3", 3),
+                ("skip_connect", 4),
+                ("sep_conv_3x3", 0),
+            ],
+            "reduce": [("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4,
+        }
+    )
+    b = SPACE.parse(
+        {
+            "normal": [
+                ("max_pool_3x3", 1),
+                ("avg_pool_3x3", 0),
+                ("skip_connect", 1),
+                ("sep_conv_5x5", 0),
+                ("dil_conv_3x3", 2),
+                ("sep_conv_3x3", 3),
+                ("sep_conv_3x3", 0),
+                ("skip_connect", 4),
+            ],
+            "reduce": [("max_pool_3x3", 1), ("max_pool_3x3", 0)] * 4,
+        }
+    )
     assert a != b
     assert SPACE.canonical_arch(a) == SPACE.canonical_arch(b)
     rep = SPACE.canonical_arch(a).normal
@@ -275,6 +299,7 @@ def test_canonical_separates_different_cells():
     arch = archs[0]
     rep = SPACE.canonical_arch(arch)
     assert _is_valid(rep) and SPACE.canonical_arch(rep) == rep
+
     def ops(a):
         return sorted(op for op, _ in a.normal), sorted(op for op, _ in a.reduce)
 
@@ -389,12 +414,30 @@ def _namespace(arch, primitives, context="none", dataset="cifar10"):
 
 def _with_none_and_skip() -> DartsGenotype:
     """Every op kind, including `none` and skip_connect on stride-2 reduction edges."""
-    return SPACE.parse({
-        "normal": [("none", 0), ("skip_connect", 1), ("sep_conv_5x5", 0), ("dil_conv_5x5", 2),
-                   ("avg_pool_3x3", 3), ("max_pool_3x3", 1), ("none", 4), ("dil_conv_3x3", 0)],
-        "reduce": [("skip_connect", 0), ("none", 1), ("none", 0), ("sep_conv_3x3", 2),
-                   ("avg_pool_3x3", 1), ("skip_connect", 3), ("dil_conv_5x5", 0), ("max_pool_3x3", 4)],
-    })
+    return SPACE.parse(
+        {
+            "normal": [
+                ("none", 0),
+                ("skip_connect", 1),
+                ("sep_conv_5x5", 0),
+                ("dil_conv_5x5", 2),
+                ("avg_pool_3x3", 3),
+                ("max_pool_3x3", 1),
+                ("none", 4),
+                ("dil_conv_3x3", 0),
+            ],
+            "reduce": [
+                ("skip_connect", 0),
+                ("none", 1),
+                ("none", 0),
+                ("sep_conv_3x3", 2),
+                ("avg_pool_3x3", 1),
+                ("skip_connect", 3),
+                ("dil_conv_5x5", 0),
+                ("max_pool_3x3", 4),
+            ],
+        }
+    )
 
 
 @pytest.mark.parametrize("primitives", ["exclude_helper", "helper", "inline"])

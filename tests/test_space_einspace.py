@@ -35,8 +35,13 @@ ATTENTION = (  # einspace's scaled-dot-product attention seed, on 4x4 patches of
 )
 GROUPED = "branching(4){group(4,1), sequential{computation{norm}, computation{pos_enc}}, cat(4,1)}"
 MLP_TOKENS = "routing{perm(0,2,3,1), sequential{computation{linear(64)}, computation{relu}}, perm(0,3,1,2)}"
-EXAMPLES = {CONV: (32, 16, 16), RESIDUAL: (16, 16, 16), ATTENTION: (64, 4, 4), GROUPED: (16, 16, 16),
-            MLP_TOKENS: (64, 16, 16)}
+EXAMPLES = {
+    CONV: (32, 16, 16),
+    RESIDUAL: (16, 16, 16),
+    ATTENTION: (64, 4, 4),
+    GROUPED: (16, 16, 16),
+    MLP_TOKENS: (64, 16, 16),
+}
 
 
 def nested(items: list[str]) -> str:
@@ -104,44 +109,56 @@ def test_whitespace_and_old_einspace_names():
     assert SPACE.parse("branching(8){group_dim8s2d, relu, cat_tensors2d8t}") == SPACE.parse(
         "branching(8){group(8,2), computation{relu}, cat(8,2)}"
     )
-    assert SPACE.parse("routing{permute231, relu, identity}") == SPACE.parse(
-        "routing{perm(0,2,3,1), relu, identity}"
-    )
+    assert SPACE.parse("routing{permute231, relu, identity}") == SPACE.parse("routing{perm(0,2,3,1), relu, identity}")
 
 
 @pytest.mark.parametrize(
     ("spec", "fragments"),
     [
         # shape rules, named by node path
-        ("branching(2){clone(2), linear(32), identity, add(2)}",
-         ["node 3:", "add(2) needs equal shapes", "(16, 16, 32) and (16, 16, 16)"]),
+        (
+            "branching(2){clone(2), linear(32), identity, add(2)}",
+            ["node 3:", "add(2) needs equal shapes", "(16, 16, 32) and (16, 16, 16)"],
+        ),
         ("sequential{relu, branching(2){clone(2), linear(32), identity, add(2)}}", ["node 1.3:", "add(2)"]),
         ("branching(2){group(2,2), relu, linear(32), cat(2,1)}", ["node 3:", "cat(2,1)", "except in dim 1"]),
         ("branching(2){clone(2), linear(32), linear(64), dot_product}", ["node 3:", "dot_product", "(..., n, m)"]),
         ("branching(8){group(8,3), relu, add(8)}", []),  # valid: 16 columns split in 8
         ("routing{identity, relu, col2im}", ["node 2:", "col2im needs tokens"]),
-        ("routing{im2col(3,1,1), routing{identity, perm(0,2,3,1), identity}, col2im}",
-         ["node 1.1:", "unknown module 'perm(0,2,3,1)'"]),
+        (
+            "routing{im2col(3,1,1), routing{identity, perm(0,2,3,1), identity}, col2im}",
+            ["node 1.1:", "unknown module 'perm(0,2,3,1)'"],
+        ),
         ("routing{perm(0,2,1), relu, identity}", ["node 0:", "perm(0,2,1) permutes tokens"]),
-        ("routing{im2col(3,1,1), routing{im2col(3,1,1), identity, col2im}, col2im}",
-         ["node 1.0:", "needs an image (C, H, W)", "(256, 144)"]),
+        (
+            "routing{im2col(3,1,1), routing{im2col(3,1,1), identity, col2im}, col2im}",
+            ["node 1.0:", "needs an image (C, H, W)", "(256, 144)"],
+        ),
         ("routing{im2col(3,1,1), routing{perm(0,2,1), linear(256), perm(0,2,1)}, col2im}", []),  # 256 tokens
-        ("routing{im2col(3,1,1), routing{perm(0,2,1), linear(32), perm(0,2,1)}, col2im}",
-         ["node 2:", "col2im needs 16*16 = 256 tokens", "(32, 144)"]),
+        (
+            "routing{im2col(3,1,1), routing{perm(0,2,1), linear(32), perm(0,2,1)}, col2im}",
+            ["node 2:", "col2im needs 16*16 = 256 tokens", "(32, 144)"],
+        ),
         ("branching(2){group(2,3), relu, relu, cat(2,3)}", []),
-        ("routing{im2col(3,1,1), branching(2){group(2,3), relu, relu, cat(2,3)}, col2im}",
-         ["node 1.0:", "group(2,3) splits tensor dim 3", "(256, 144)"]),
+        (
+            "routing{im2col(3,1,1), branching(2){group(2,3), relu, relu, cat(2,3)}, col2im}",
+            ["node 1.0:", "group(2,3) splits tensor dim 3", "(256, 144)"],
+        ),
         # closed vocabulary and structure
         ("conv", ["node root:", "unknown module 'conv'", "sequential, branching(2)"]),
         ("sequential{conv3x3, relu}", ["node 0:", "unknown module 'conv3x3'"]),
-        ("branching(2){clone(2), relu, relu, mul(2)}",
-         ["node 3:", "unknown aggregation function 'mul(2)' for branching(2)", "add(2), cat(2,1)"]),
+        (
+            "branching(2){clone(2), relu, relu, mul(2)}",
+            ["node 3:", "unknown aggregation function 'mul(2)' for branching(2)", "add(2), cat(2,1)"],
+        ),
         ("branching(4){clone(2), relu, add(4)}", ["node 0:", "unknown branching function 'clone(2)'", "clone(4)"]),
         ("branching(4){clone(4), relu, dot_product}", ["node 2:", "unknown aggregation function 'dot_product'"]),
         ("routing{col2im, relu, identity}", ["node 0:", "unknown pre-routing function 'col2im'"]),
         ("routing{identity, relu, im2col(3,1,1)}", ["node 2:", "unknown post-routing function"]),
-        ("sequential{computation{linear(48)}, relu}", ["node 0.0:", "unknown computation function 'linear(48)'",
-                                                       "linear(16)"]),
+        (
+            "sequential{computation{linear(48)}, relu}",
+            ["node 0.0:", "unknown computation function 'linear(48)'", "linear(16)"],
+        ),
         ("routing{identity, relu}", ["node root:", "routing takes 3 children", "got 2"]),
         ("sequential{relu{identity}, relu}", ["node 0:", "computation function relu takes no children"]),
         ("routing{identity{relu}, relu, identity}", ["node 0:", "pre-routing function identity takes no children"]),
@@ -186,8 +203,9 @@ def test_limits_depth_nodes_params_elements():
         SPACE.parse("routing{im2col(16,16,0), linear(2048), identity}")
     SPACE.parse("routing{im2col(16,16,0), linear(1024), identity}")
     with pytest.raises(SpecError, match=r"node 1\.2: cat\(4,1\) output \(64, 16, 2048\) has 2,097,152 elements"):
-        SPACE.parse("sequential{routing{perm(0,2,3,1), linear(2048), identity}, branching(4){clone(4), identity, "
-                    "cat(4,1)}}")
+        SPACE.parse(
+            "sequential{routing{perm(0,2,3,1), linear(2048), identity}, branching(4){clone(4), identity, cat(4,1)}}"
+        )
     small = EinSpace(max_depth=4, max_nodes=30)
     for arch in samples(150, seed=5, space=small):
         info = small.analyse(arch)
@@ -223,8 +241,9 @@ def test_canonical_sorts_commutative_branches_only():
     assert SPACE.canonical(left) != SPACE.canonical(right)
     # nested: swapping deep inside a sequential is found too
     outer = "sequential{{norm, {}}}"
-    assert SPACE.canonical(SPACE.parse(outer.format(SPACE.to_string(pair("clone(2)", a, b, "add(2)"))))) == \
-        SPACE.canonical(SPACE.parse(outer.format(SPACE.to_string(pair("clone(2)", b, a, "add(2)")))))
+    assert SPACE.canonical(
+        SPACE.parse(outer.format(SPACE.to_string(pair("clone(2)", a, b, "add(2)"))))
+    ) == SPACE.canonical(SPACE.parse(outer.format(SPACE.to_string(pair("clone(2)", b, a, "add(2)")))))
 
 
 def test_canonical_sequential_chains_are_associative_and_never_deeper():
@@ -258,8 +277,18 @@ def test_samples_are_valid_diverse_and_within_limits():
         assert arch.op != "computation"
         assert SPACE.parse(SPACE.to_string(arch)) == arch
         kinds.update(node.op for node in _walk(arch))
-    assert {"sequential", "branching(2)", "branching(4)", "branching(8)", "routing", "computation",
-            "im2col(3,1,1)", "col2im", "dot_product", "pos_enc"} <= kinds
+    assert {
+        "sequential",
+        "branching(2)",
+        "branching(4)",
+        "branching(8)",
+        "routing",
+        "computation",
+        "im2col(3,1,1)",
+        "col2im",
+        "dot_product",
+        "pos_enc",
+    } <= kinds
     assert samples(5, seed=9) == samples(5, seed=9)
 
 

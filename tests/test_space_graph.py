@@ -37,8 +37,10 @@ EXAMPLE = {
     "edges": [["in", "c1"], ["c1", "r"], ["in", "m"], ["r", "out"], ["m", "out"]],
 }
 
-STUB = "class MyFancyBlock(nn.Module):\n    def __init__(self, width):\n        super().__init__()\n" \
-       "        self.scale = width\n\n    def forward(self, x):\n        return x * self.scale\n"
+STUB = (
+    "class MyFancyBlock(nn.Module):\n    def __init__(self, width):\n        super().__init__()\n"
+    "        self.scale = width\n\n    def forward(self, x):\n        return x * self.scale\n"
+)
 
 
 def spec(nodes, edges):
@@ -101,8 +103,10 @@ def test_round_trip_dict_text_and_arch():
 
 def test_params_keep_json_types_apart():
     """1, 1.0 and true are equal in Python but not as layer arguments."""
-    specs = [spec([("i", "input"), ("a", "Dropout", {"p": v}), ("o", "output")], [("i", "a"), ("a", "o")])
-             for v in (1, 1.0, True)]
+    specs = [
+        spec([("i", "input"), ("a", "Dropout", {"p": v}), ("o", "output")], [("i", "a"), ("a", "o")])
+        for v in (1, 1.0, True)
+    ]
     graphs = [SPACE.parse(s) for s in specs]
     assert len(set(graphs)) == 3 and len({SPACE.canonical(g) for g in graphs}) == 3
     for graph in graphs:
@@ -110,8 +114,9 @@ def test_params_keep_json_types_apart():
 
 
 def test_int_ids_and_params_order_and_single_input_concat():
-    a = SPACE.parse(spec([(0, "input"), (1, "Conv2d", {"padding": 1, "kernel_size": 3}, "concat"), (2, "output")],
-                         [(0, 1), (1, 2)]))
+    a = SPACE.parse(
+        spec([(0, "input"), (1, "Conv2d", {"padding": 1, "kernel_size": 3}, "concat"), (2, "output")], [(0, 1), (1, 2)])
+    )
     assert a.nodes[1].merge == "sum"  # concat of one input is dropped
     assert '"params":{"kernel_size":3,"padding":1}' in SPACE.to_string(a)
     assert SPACE.parse(SPACE.to_string(a)) == a and a.nodes[0].id == 0
@@ -147,8 +152,10 @@ OK_EDGES = [("in", "a"), ("a", "out")]
         (spec(OK_NODES, [*OK_EDGES, ("in", "a")]), "edge 2: duplicates edge 0"),
         (spec(OK_NODES, [*OK_EDGES, ("a", "in")]), "edge 2: enters the input node 'in'"),
         (spec(OK_NODES, [*OK_EDGES, ("out", "a")]), "edge 2: leaves the output node 'out'"),
-        (spec(OK_NODES + [("b", "ReLU"), ("c", "ReLU")], [*OK_EDGES, ("a", "b"), ("b", "c"), ("c", "a")]),
-         "cycle through node"),
+        (
+            spec(OK_NODES + [("b", "ReLU"), ("c", "ReLU")], [*OK_EDGES, ("a", "b"), ("b", "c"), ("c", "a")]),
+            "cycle through node",
+        ),
         (spec(OK_NODES + [("b", "ReLU")], [("in", "a"), ("b", "out")]), "output node 'out' is not reachable"),
         (spec(OK_NODES[:2], OK_EDGES[:1]), "exactly one 'output' node, got 0"),
         (spec([*OK_NODES, ("in2", "input")], OK_EDGES), "exactly one 'input' node, got 2 (nodes 0, 3)"),
@@ -224,23 +231,37 @@ def test_hostile_specs_are_refused(where, payload):
     else:
         node["params"] = {"mode": payload}
     with pytest.raises(SpecError):
-        SPACE.parse({"nodes": [{"id": "i", "op": "input"}, node, {"id": "o", "op": "output"}],
-                     "edges": [["i", "a"], ["a", "o"]]})
+        SPACE.parse(
+            {
+                "nodes": [{"id": "i", "op": "input"}, node, {"id": "o", "op": "output"}],
+                "edges": [["i", "a"], ["a", "o"]],
+            }
+        )
 
 
 def test_accepted_params_render_as_literals_only():
     """Every constructor argument is a literal and every name is the renderer's own: nothing from a spec runs."""
     params = {"mode": "nearest", "scale_factor": [1.0, 1.0], "align_corners": None, "flag": False, "x_1": -3}
-    graph = SPACE.parse(spec([("i", "input"), ("u", "Upsample", params), ("h", "Helper_1", {"s": "a.b-c"}),
-                              ("o", "output")], [("i", "u"), ("u", "h"), ("h", "o")]))
+    graph = SPACE.parse(
+        spec(
+            [("i", "input"), ("u", "Upsample", params), ("h", "Helper_1", {"s": "a.b-c"}), ("o", "output")],
+            [("i", "u"), ("u", "h"), ("h", "o")],
+        )
+    )
     for primitives in ("exclude_helper", "helper", "inline"):
         tree = ast.parse(SPACE.render(graph, primitives=primitives))
         constructors = [
-            node for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and (
-                (isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
-                 and node.func.value.id == "nn")
-                or (isinstance(node.func, ast.Name) and node.func.id != "super"))
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and (
+                (
+                    isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "nn"
+                )
+                or (isinstance(node.func, ast.Name) and node.func.id != "super")
+            )
         ]
         assert len(constructors) >= 1
         for call in constructors:
@@ -251,8 +272,10 @@ def test_accepted_params_render_as_literals_only():
 
 
 def test_empty_params_and_list_params():
-    ok = {"nodes": [{"id": "i", "op": "input"}, {"id": "a", "op": "ReLU", "params": {}}, {"id": "o", "op": "output"}],
-          "edges": [["i", "a"], ["a", "o"]]}
+    ok = {
+        "nodes": [{"id": "i", "op": "input"}, {"id": "a", "op": "ReLU", "params": {}}, {"id": "o", "op": "output"}],
+        "edges": [["i", "a"], ["a", "o"]],
+    }
     assert SPACE.parse(ok).nodes[1].params == ()
     ok["nodes"][1]["params"] = []
     with pytest.raises(SpecError, match="node 1 \\('a'\\): params must be an object"):
@@ -265,7 +288,7 @@ def test_canonical_is_invariant_under_relabelling():
     for _ in range(60):
         graph = SPACE.sample(rng)
         rep = SPACE.canonical_arch(graph)
-        assert [n.op for n in rep.nodes][0] == "input" and rep.nodes[-1].op == "output"
+        assert next(n.op for n in rep.nodes) == "input" and rep.nodes[-1].op == "output"
         assert all(s < t for s, t in rep.edges)  # topological
         assert [n.id for n in rep.nodes] == [f"n{i}" for i in range(len(rep.nodes))]
         for _ in range(3):
@@ -364,6 +387,7 @@ def test_twins_stay_exact_past_the_search_cap():
 
 def test_past_the_cap_canonical_is_exact_and_a_fixed_point():
     """Eight identical parallel two-op chains exceed the cap: one deterministic path, still never merging."""
+
     def chains(second_ops):
         nodes = [("in", "input"), ("out", "output")]
         edges = []
@@ -382,8 +406,12 @@ def test_past_the_cap_canonical_is_exact_and_a_fixed_point():
 
 def test_concat_and_merge_are_part_of_identity():
     def g(merge):
-        return SPACE.parse(spec([("i", "input"), ("a", "ReLU"), ("b", "Tanh"), ("o", "output", {}, merge)],
-                                [("i", "a"), ("i", "b"), ("a", "o"), ("b", "o")]))
+        return SPACE.parse(
+            spec(
+                [("i", "input"), ("a", "ReLU"), ("b", "Tanh"), ("o", "output", {}, merge)],
+                [("i", "a"), ("i", "b"), ("a", "o"), ("b", "o")],
+            )
+        )
 
     assert SPACE.canonical(g("sum")) != SPACE.canonical(g("concat"))
 
@@ -427,8 +455,12 @@ def test_neighbours_are_deterministic_valid_and_bounded():
     assert kinds == {-1, 0, 1}  # node removals, op/edge edits, node insertions
     for neighbour in first:
         assert neighbour != graph and SPACE.parse(neighbour.to_dict()) == neighbour
-    big = SPACE.parse(spec([("i", "input"), ("o", "output"), *[(f"r{k}", "ReLU") for k in range(40)]],
-                           [("i", "r0"), *[(f"r{k}", f"r{k + 1}") for k in range(39)], ("r39", "o")]))
+    big = SPACE.parse(
+        spec(
+            [("i", "input"), ("o", "output"), *[(f"r{k}", "ReLU") for k in range(40)]],
+            [("i", "r0"), *[(f"r{k}", f"r{k + 1}") for k in range(39)], ("r39", "o")],
+        )
+    )
     assert len(SPACE.neighbours(big)) == MAX_NEIGHBOURS
 
 
@@ -496,14 +528,28 @@ def test_explicit_lazy_and_concat_layers_run():
             ("fc", "Linear", {"in_features": 32, "out_features": 10}),
             ("out", "output"),
         ],
-        [("in", "a"), ("in", "b"), ("a", "cat"), ("b", "cat"), ("cat", "act"), ("act", "pool"),
-         ("pool", "flat"), ("flat", "fc"), ("fc", "out")],
+        [
+            ("in", "a"),
+            ("in", "b"),
+            ("a", "cat"),
+            ("b", "cat"),
+            ("cat", "act"),
+            ("act", "pool"),
+            ("pool", "flat"),
+            ("flat", "fc"),
+            ("fc", "out"),
+        ],
     )
     graph = SPACE.parse(s)
     code = SPACE.render(graph)
-    for line in ("nn.LazyConv2d(8, kernel_size=3, padding=1)", "nn.Conv2d(16, 24, bias=False, kernel_size=1)",
-                 "nn.LazyBatchNorm2d()", "nn.GELU(approximate='tanh')", "nn.Linear(32, 10)",
-                 "x3 = self.n3(torch.cat([x1, x2], dim=1))"):
+    for line in (
+        "nn.LazyConv2d(8, kernel_size=3, padding=1)",
+        "nn.Conv2d(16, 24, bias=False, kernel_size=1)",
+        "nn.LazyBatchNorm2d()",
+        "nn.GELU(approximate='tanh')",
+        "nn.Linear(32, 10)",
+        "x3 = self.n3(torch.cat([x1, x2], dim=1))",
+    ):
         assert line in code, code
     assert _exec(code).shape == (2, 10)
     assert run_rendered(SPACE, SPACE.canonical_arch(graph)).shape == (2, 10)

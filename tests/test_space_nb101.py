@@ -134,8 +134,10 @@ def test_all_spellings_round_trip():
 def test_numpy_arrays_are_read():
     np = pytest.importorskip("numpy")
     cell = SPACE.parse(GOLDEN)
-    assert SPACE.parse({"matrix": np.array(GOLDEN["module_adjacency"], dtype=np.int8),
-                        "ops": GOLDEN["module_operations"]}) == cell
+    assert (
+        SPACE.parse({"matrix": np.array(GOLDEN["module_adjacency"], dtype=np.int8), "ops": GOLDEN["module_operations"]})
+        == cell
+    )
     assert SPACE.parse(np.array(to_naslib(cell))) == cell
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from colecache_client.spaces import LOAD_ERRORS, get_space, spaces
-
 from space_contract import check_space_contract
 
 BUILTIN = ("nb201", "nb101", "darts", "einspace", "graph")
@@ -140,8 +139,10 @@ def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_serve
         assert "toy" in info["spaces"] and info["spaces"]["toy"]["encodings"] == ["widths"]
         assert set(BUILTIN) <= set(info["spaces"])
 
-        body = {"specs": [{"space": "toy", "arch": "8-16"}, {"space": "toy", "arch": [32, 64, 8]}, "8-16"],
-                "space": "toy"}
+        body = {
+            "specs": [{"space": "toy", "arch": "8-16"}, {"space": "toy", "arch": [32, 64, 8]}, "8-16"],
+            "space": "toy",
+        }
         embedded = client.post("/embed", json=body)
         assert embedded.status_code == 200, embedded.text
         items = embedded.json()["items"]

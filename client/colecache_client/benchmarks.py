@@ -83,8 +83,20 @@ NASLIB_POOLS = {
     "darts": ("zc_nasbench301.json", ("cifar10",)),
 }
 """Space -> (file, keys down to the architectures) in NASLib's NAS-Bench-Suite-Zero subsets."""
-PROXIES = ("flops", "params", "snip", "jacov", "grad_norm", "plain", "epe_nas", "fisher", "grasp", "l2_norm",
-           "synflow", "nwot")
+PROXIES = (
+    "flops",
+    "params",
+    "snip",
+    "jacov",
+    "grad_norm",
+    "plain",
+    "epe_nas",
+    "fisher",
+    "grasp",
+    "l2_norm",
+    "synflow",
+    "nwot",
+)
 
 
 @dataclass(frozen=True)

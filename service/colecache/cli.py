@@ -82,8 +82,12 @@ def _options(primitives: str, context: str, dataset: str, canonical: bool):
 
 @app.command()
 def render(
-    spec: Annotated[str, typer.Argument(help="An architecture in its space's spelling, e.g. '|nor_conv_3x3~0|+|...|'.")],
-    space: Annotated[str, typer.Option(help="Search space (nb201, nb101, darts, einspace, graph, or a plugin).")] = "nb201",
+    spec: Annotated[
+        str, typer.Argument(help="An architecture in its space's spelling, e.g. '|nor_conv_3x3~0|+|...|'.")
+    ],
+    space: Annotated[
+        str, typer.Option(help="Search space (nb201, nb101, darts, einspace, graph, or a plugin).")
+    ] = "nb201",
     primitives: Annotated[Primitives, typer.Option(help="inline | helper | exclude_helper")] = "exclude_helper",
     context: Annotated[Context, typer.Option(help="none | backbone | comment")] = "none",
     dataset: Annotated[Dataset, typer.Option(help="cifar10 | cifar100 | imagenet16-120")] = "cifar10",
@@ -140,8 +144,11 @@ def precompute(
     space: Annotated[str, typer.Option(help="Search space to enumerate.")] = "nb201",
     archs_file: Annotated[
         Path | None,
-        typer.Option("--archs", help="File of architectures, one per line (JSON lines for JSON spellings), for "
-                     "spaces too large to enumerate: e.g. a search's candidate pool."),
+        typer.Option(
+            "--archs",
+            help="File of architectures, one per line (JSON lines for JSON spellings), for "
+            "spaces too large to enumerate: e.g. a search's candidate pool.",
+        ),
     ] = None,
     primitives: Annotated[Primitives, typer.Option()] = "exclude_helper",
     context: Annotated[Context, typer.Option()] = "none",
@@ -162,9 +169,8 @@ def precompute(
     chunk: Annotated[int, typer.Option(help="Specs per request with --url.")] = 256,
 ) -> None:
     """Embed every cell of a search space into the cache (resumable: cached cells are skipped)."""
-    from tqdm import tqdm
-
     from colecache_client.spaces import SpecError, get_space
+    from tqdm import tqdm
 
     render_options = {"primitives": primitives, "context": context, "dataset": dataset, "canonical": canonical}
     poolings = pooling or [None]
@@ -172,7 +178,9 @@ def precompute(
     try:
         archs = _read_archs(space, archs_file) if archs_file else list(get_space(space).all_cells())
     except (SpecError, NotImplementedError, OSError) as exc:
-        typer.echo(f"cannot precompute {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True)
+        typer.echo(
+            f"cannot precompute {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True
+        )
         raise typer.Exit(2) from None
     if url:
         for one_layer in layers:
@@ -196,7 +204,12 @@ def precompute(
     async def run():
         async with local_services() as services:
             return await precompute_space(
-                services, space, RenderOptions(**render_options), readouts, on_progress=bar.update, on_total=total,
+                services,
+                space,
+                RenderOptions(**render_options),
+                readouts,
+                on_progress=bar.update,
+                on_total=total,
                 archs=archs,
             )
 

@@ -96,8 +96,9 @@ class SearchSpace(ABC, Generic[Arch]):
 
     # --- code --------------------------------------------------------------------------------
     @abstractmethod
-    def render(self, arch: Arch, *, primitives: str = "exclude_helper", context: str = "none",
-               dataset: str = "cifar10") -> str:
+    def render(
+        self, arch: Arch, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"
+    ) -> str:
         """PyTorch source text for `arch`: what the frozen language model reads.
 
         A pure function of its arguments. The text assumes `torch`, `torch.nn as nn` and

@@ -356,7 +356,7 @@ def path_encoding(arch: DartsGenotype) -> list[float]:
 
 
 # --- rendering -------------------------------------------------------------------------------------------
-_HELPERS = '''\
+_HELPERS = """\
 class ReLUConvBN(nn.Module):
     def __init__(self, C_in, C_out, kernel_size, stride, padding):
         super().__init__()
@@ -422,7 +422,7 @@ class Zero(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        return torch.zeros_like(x[:, :, ::self.stride, ::self.stride])'''
+        return torch.zeros_like(x[:, :, ::self.stride, ::self.stride])"""
 
 _NETWORK = '''\
 class Network(nn.Module):
@@ -494,25 +494,29 @@ def _op_module(op: str, stride: int, primitives: str) -> str | None:
         padding = kernel // 2
         if not inline:
             return f"SepConv(C, C, {kernel}, {stride}, {padding})"
-        return _seq([
-            _RELU,
-            f"nn.Conv2d(C, C, {kernel}, stride={stride}, padding={padding}, groups=C, bias=False)",
-            "nn.Conv2d(C, C, kernel_size=1, bias=False)",
-            "nn.BatchNorm2d(C)",
-            _RELU,
-            f"nn.Conv2d(C, C, {kernel}, stride=1, padding={padding}, groups=C, bias=False)",
-            "nn.Conv2d(C, C, kernel_size=1, bias=False)",
-            "nn.BatchNorm2d(C)",
-        ])
+        return _seq(
+            [
+                _RELU,
+                f"nn.Conv2d(C, C, {kernel}, stride={stride}, padding={padding}, groups=C, bias=False)",
+                "nn.Conv2d(C, C, kernel_size=1, bias=False)",
+                "nn.BatchNorm2d(C)",
+                _RELU,
+                f"nn.Conv2d(C, C, {kernel}, stride=1, padding={padding}, groups=C, bias=False)",
+                "nn.Conv2d(C, C, kernel_size=1, bias=False)",
+                "nn.BatchNorm2d(C)",
+            ]
+        )
     padding = kernel - 1  # dilation 2
     if not inline:
         return f"DilConv(C, C, {kernel}, {stride}, {padding}, 2)"
-    return _seq([
-        _RELU,
-        f"nn.Conv2d(C, C, {kernel}, stride={stride}, padding={padding}, dilation=2, groups=C, bias=False)",
-        "nn.Conv2d(C, C, kernel_size=1, bias=False)",
-        "nn.BatchNorm2d(C)",
-    ])
+    return _seq(
+        [
+            _RELU,
+            f"nn.Conv2d(C, C, {kernel}, stride={stride}, padding={padding}, dilation=2, groups=C, bias=False)",
+            "nn.Conv2d(C, C, kernel_size=1, bias=False)",
+            "nn.BatchNorm2d(C)",
+        ]
+    )
 
 
 def _edge_term(op: str, stride: int, source: int, node: int, primitives: str) -> str:
@@ -663,8 +667,14 @@ class DartsSpace(SearchSpace[DartsGenotype]):
             return path_encoding(arch)
         raise ValueError(f"unknown encoding {kind!r} for darts (expected one of {', '.join(self.encodings)})")
 
-    def render(self, arch: DartsGenotype, *, primitives: str = "exclude_helper", context: str = "none",
-               dataset: str = "cifar10") -> str:
+    def render(
+        self,
+        arch: DartsGenotype,
+        *,
+        primitives: str = "exclude_helper",
+        context: str = "none",
+        dataset: str = "cifar10",
+    ) -> str:
         """NormalCell and ReductionCell classes, optionally the DARTS CIFAR Network (`backbone`)."""
         self.check_render_options(primitives=primitives, context=context, dataset=dataset)
         return render_darts(arch, primitives, context, dataset)

@@ -45,7 +45,7 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from .base import PRIMITIVES, SearchSpace, SpecError
@@ -67,17 +67,32 @@ AGGREGATION_FNS: dict[int, tuple[str, ...]] = {
     for k in ARITIES
 }
 PERMUTATIONS: tuple[str, ...] = (
-    "perm(0,2,1)", "perm(0,1,3,2)", "perm(0,3,1,2)", "perm(0,3,2,1)", "perm(0,2,1,3)", "perm(0,2,3,1)",
+    "perm(0,2,1)",
+    "perm(0,1,3,2)",
+    "perm(0,3,1,2)",
+    "perm(0,3,2,1)",
+    "perm(0,2,1,3)",
+    "perm(0,2,3,1)",
 )
 IM2COLS: tuple[str, ...] = (
-    "im2col(1,1,0)", "im2col(1,2,0)", "im2col(3,1,1)", "im2col(3,2,1)", "im2col(4,4,0)", "im2col(8,8,0)",
+    "im2col(1,1,0)",
+    "im2col(1,2,0)",
+    "im2col(3,1,1)",
+    "im2col(3,2,1)",
+    "im2col(4,4,0)",
+    "im2col(8,8,0)",
     "im2col(16,16,0)",
 )
 PREROUTING_FNS: tuple[str, ...] = ("identity", *PERMUTATIONS, *IM2COLS)
 POSTROUTING_FNS: tuple[str, ...] = ("identity", *PERMUTATIONS, "col2im")
 LINEAR_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048)
 COMPUTATION_FNS: tuple[str, ...] = (
-    "identity", *(f"linear({w})" for w in LINEAR_WIDTHS), "norm", "relu", "softmax", "pos_enc",
+    "identity",
+    *(f"linear({w})" for w in LINEAR_WIDTHS),
+    "norm",
+    "relu",
+    "softmax",
+    "pos_enc",
 )
 
 LAYOUT: dict[str, tuple[str, ...]] = {
@@ -156,7 +171,7 @@ def fmt_path(path: Path) -> str:
 _NAME = re.compile(r"^([a-z_][a-z0-9_]*)(?:\(([^()]*)\))?$")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _spec(name: str) -> tuple[str, tuple[Any, ...]]:
     """('group', (2, 1)) for 'group(2,1)'; only called on names of the closed vocabulary."""
     match = _NAME.match(name)
@@ -293,8 +308,9 @@ def _parse_text(text: str, max_nesting: int, max_tokens: int) -> EinNode:
                 position += 1
                 children.append(node(level + 1))
             if position >= len(tokens) or tokens[position][0] != "}":
-                raise SpecError(f"einspace string: expected ',' or '}}' after the children of {name}, "
-                                f"found {describe(position)}")
+                raise SpecError(
+                    f"einspace string: expected ',' or '}}' after the children of {name}, found {describe(position)}"
+                )
             position += 1
         return EinNode(name, tuple(children))
 
@@ -330,8 +346,14 @@ def _from_json(value: Any, path: Path, max_nesting: int) -> EinNode:
 
 
 _MODULE_ALIASES = {"sequential_module": "sequential", "routing_module": "routing", "computation_module": "computation"}
-_OLD_PERMUTES = {"permute21": (0, 2, 1), "permute132": (0, 1, 3, 2), "permute213": (0, 2, 1, 3),
-                 "permute231": (0, 2, 3, 1), "permute312": (0, 3, 1, 2), "permute321": (0, 3, 2, 1)}
+_OLD_PERMUTES = {
+    "permute21": (0, 2, 1),
+    "permute132": (0, 1, 3, 2),
+    "permute213": (0, 2, 1, 3),
+    "permute231": (0, 2, 3, 1),
+    "permute312": (0, 3, 1, 2),
+    "permute321": (0, 3, 2, 1),
+}
 
 
 def _alias(name: str, role: str, arity: int) -> str:
@@ -414,8 +436,10 @@ class _Checker:
 
     def check_size(self, shape: Shape, path: Path, what: str) -> None:
         if math.prod(shape) > self.space.max_elements:
-            raise SpecError(f"node {fmt_path(path)}: {what} output {shape} has {math.prod(shape):,} elements, "
-                            f"more than max_elements={self.space.max_elements:,}")
+            raise SpecError(
+                f"node {fmt_path(path)}: {what} output {shape} has {math.prod(shape):,} elements, "
+                f"more than max_elements={self.space.max_elements:,}"
+            )
 
     def terminal(self, node: Any, role: str, allowed: Sequence[str], path: Path, parent: str) -> str:
         self.count(path)
@@ -423,14 +447,16 @@ class _Checker:
         if not isinstance(node, EinNode):
             raise SpecError(f"node {fmt_path(path)}: expected a {word} node, got {type(node).__name__}")
         if node.op not in allowed:
-            raise SpecError(f"node {fmt_path(path)}: unknown {word} {node.op!r} for {parent} "
-                            f"(known: {', '.join(allowed)})")
+            raise SpecError(
+                f"node {fmt_path(path)}: unknown {word} {node.op!r} for {parent} (known: {', '.join(allowed)})"
+            )
         if node.children:
             raise SpecError(f"node {fmt_path(path)}: {word} {node.op} takes no children, got {len(node.children)}")
         return node.op
 
-    def module(self, node: Any, shape: Shape, grid: Grid, path: Path, depth: int, copies: int,
-               network: bool = False) -> tuple[Shape, Grid]:
+    def module(
+        self, node: Any, shape: Shape, grid: Grid, path: Path, depth: int, copies: int, network: bool = False
+    ) -> tuple[Shape, Grid]:
         where = f"node {fmt_path(path)}"
         self.count(path)
         if depth > self.space.max_depth:
@@ -444,18 +470,23 @@ class _Checker:
         if op not in LAYOUT:
             if op in COMPUTATION_FNS:
                 raise SpecError(f"{where}: computation function {op} takes no children, got {len(kids)}")
-            raise SpecError(f"{where}: unknown module {op!r} (known: {', '.join(MODULES)}, "
-                            "or a computation function standing for computation{...})")
+            raise SpecError(
+                f"{where}: unknown module {op!r} (known: {', '.join(MODULES)}, "
+                "or a computation function standing for computation{...})"
+            )
         if network and op == "computation":
-            raise SpecError(f"{where}: the root must be one of {', '.join(NETWORK_MODULES)} "
-                            "(einspace's network level has no bare computation module)")
+            raise SpecError(
+                f"{where}: the root must be one of {', '.join(NETWORK_MODULES)} "
+                "(einspace's network level has no bare computation module)"
+            )
         layout = LAYOUT[op]
         if len(kids) != len(layout):
             raise SpecError(f"{where}: {op} takes {len(layout)} children ({', '.join(layout)}), got {len(kids)}")
         return self._module(op, kids, shape, grid, path, depth, copies)
 
-    def _module(self, op: str, kids: tuple[EinNode, ...], shape: Shape, grid: Grid, path: Path, depth: int,
-                copies: int) -> tuple[Shape, Grid]:
+    def _module(
+        self, op: str, kids: tuple[EinNode, ...], shape: Shape, grid: Grid, path: Path, depth: int, copies: int
+    ) -> tuple[Shape, Grid]:
         def at(index: int) -> Path:
             return (*path, index)
 
@@ -556,13 +587,24 @@ class _Sampler:
         space = self.space
         p = space.computation_prob
         if network:
-            options = {"sequential": 1 / 3, "branching(2)": 1 / 9, "branching(4)": 1 / 9, "branching(8)": 1 / 9,
-                       "routing": 1 / 3}
+            options = {
+                "sequential": 1 / 3,
+                "branching(2)": 1 / 9,
+                "branching(4)": 1 / 9,
+                "branching(8)": 1 / 9,
+                "routing": 1 / 3,
+            }
         elif depth >= space.max_depth:
             options = {"computation": 1.0}
         else:
-            options = {"sequential": (1 - p) / 3, "branching(2)": (1 - p) / 9, "branching(4)": (1 - p) / 9,
-                       "branching(8)": (1 - p) / 9, "routing": (1 - p) / 3, "computation": p}
+            options = {
+                "sequential": (1 - p) / 3,
+                "branching(2)": (1 - p) / 9,
+                "branching(4)": (1 - p) / 9,
+                "branching(8)": (1 - p) / 9,
+                "routing": (1 - p) / 3,
+                "computation": p,
+            }
         while options:
             names = list(options)
             op = self.rng.choices(names, weights=[options[n] for n in names])[0]
@@ -614,7 +656,7 @@ class _Sampler:
                 spent = self.nodes
                 second, out_b, grid_b = self.module(branch, grid, depth + 1)
                 try:
-                    merge, out = self.pick(AGGREGATION_FNS[2], lambda f: merge_shapes(f, [out_a, out_b]))
+                    merge, out = self.pick(AGGREGATION_FNS[2], lambda f: merge_shapes(f, [out_a, out_b]))  # noqa: B023 (called at once)
                 except _Dead:
                     self.nodes = spent
                     continue
@@ -648,9 +690,16 @@ class EinSpace(SearchSpace[EinNode]):
         "shapes inferred from a (16, 16, 16) input"
     )
 
-    def __init__(self, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE, *, max_depth: int = 12,
-                 max_nodes: int = 200, max_elements: int = 1 << 20, max_params: int = 1 << 23,
-                 computation_prob: float = 0.32):
+    def __init__(
+        self,
+        input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+        *,
+        max_depth: int = 12,
+        max_nodes: int = 200,
+        max_elements: int = 1 << 20,
+        max_params: int = 1 << 23,
+        computation_prob: float = 0.32,
+    ):
         shape = tuple(int(d) for d in input_shape)
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"input_shape must be an image (C, H, W) or tokens (N, D), got {input_shape}")
@@ -836,8 +885,9 @@ class EinSpace(SearchSpace[EinNode]):
         return out
 
     # --- code ------------------------------------------------------------------------------------------
-    def render(self, arch: EinNode, *, primitives: str = "exclude_helper", context: str = "none",
-               dataset: str = "cifar10") -> str:
+    def render(
+        self, arch: EinNode, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"
+    ) -> str:
         """`class Network(nn.Module)` mapping a `(B, *input_shape)` batch to the inferred output.
 
         `forward` spells the tree out: sequential modules as consecutive statements, branches as
@@ -865,8 +915,9 @@ class EinSpace(SearchSpace[EinNode]):
 def _parse_string_cached(key: tuple, text: str) -> EinNode:
     # Memoised per limits: search loops send the same strings again and again (errors are not cached).
     input_shape, max_depth, max_nodes, max_elements, max_params = key
-    space = EinSpace(input_shape, max_depth=max_depth, max_nodes=max_nodes, max_elements=max_elements,
-                     max_params=max_params)
+    space = EinSpace(
+        input_shape, max_depth=max_depth, max_nodes=max_nodes, max_elements=max_elements, max_params=max_params
+    )
     raw = _parse_text(text, space._max_nesting, 10 * max_nodes)
     node = _normalise(raw, "network", 0)
     space.analyse(node)

@@ -80,21 +80,87 @@ MAX_NEIGHBOURS = 1024
 NodeId = str | int
 
 TORCH_NN_LAYERS: tuple[str, ...] = (
-    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
-    "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
-    "AlphaDropout", "AvgPool1d", "AvgPool2d", "AvgPool3d",
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
-    "CELU", "ChannelShuffle", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d",
-    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "ELU", "Flatten", "GELU", "GLU", "GroupNorm",
-    "Hardshrink", "Hardsigmoid", "Hardswish", "Hardtanh", "Identity",
-    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LeakyReLU", "Linear",
-    "LocalResponseNorm", "LogSigmoid", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Mish",
-    "PReLU", "PixelShuffle", "PixelUnshuffle", "RMSNorm", "ReLU", "ReLU6",
-    "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d",
-    "SELU", "SiLU", "Sigmoid", "Softmax", "Softmax2d", "Softmin", "Softplus", "Softshrink", "Softsign",
-    "Tanh", "Tanhshrink", "Threshold", "Unflatten", "Upsample", "UpsamplingBilinear2d",
-    "UpsamplingNearest2d", "ZeroPad1d", "ZeroPad2d", "ZeroPad3d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
+    "AlphaDropout",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "CELU",
+    "ChannelShuffle",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ConstantPad3d",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "ELU",
+    "Flatten",
+    "GELU",
+    "GLU",
+    "GroupNorm",
+    "Hardshrink",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "Identity",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "LocalResponseNorm",
+    "LogSigmoid",
+    "LogSoftmax",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+    "Mish",
+    "PReLU",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "RMSNorm",
+    "ReLU",
+    "ReLU6",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "ReplicationPad3d",
+    "SELU",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Softmax2d",
+    "Softmin",
+    "Softplus",
+    "Softshrink",
+    "Softsign",
+    "Tanh",
+    "Tanhshrink",
+    "Threshold",
+    "Unflatten",
+    "Upsample",
+    "UpsamplingBilinear2d",
+    "UpsamplingNearest2d",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "ZeroPad3d",
 )
 """torch.nn layers that map one tensor to one tensor (layers returning tuples, such as
 MultiheadAttention or LSTM, are left out: such a name is treated as a helper)."""
@@ -347,7 +413,7 @@ def _finish(nodes: list[Node], edges: list[tuple[int, int]]) -> Graph:
         while v not in walk:
             walk.append(v)
             v = next(u for u in preds[v] if indegree[u] > 0)
-        cycle = walk[walk.index(v):][::-1]
+        cycle = walk[walk.index(v) :][::-1]
         first = cycle.index(min(cycle))
         cycle = cycle[first:] + cycle[:first]  # start at the earliest listed node
         path = " -> ".join(repr(nodes[u].id) for u in [*cycle, cycle[0]])
@@ -651,9 +717,7 @@ def _moves(graph: Graph) -> list[list[tuple]]:
         below = _descendants(graph)
         for s in range(n):
             for t in range(n):
-                if (
-                    s != t and s != topo.sink and t != topo.source and (s, t) not in edge_set and s not in below[t]
-                ):
+                if s != t and s != topo.sink and t != topo.source and (s, t) not in edge_set and s not in below[t]:
                     additions.append(("add_edge", s, t))
     inserts: list[tuple] = []
     if n < MAX_NODES and len(graph.edges) < MAX_EDGES:
@@ -785,8 +849,9 @@ class GraphSpace(SearchSpace[Graph]):
         out[-1] = float(topo.depth[topo.sink])
         return out
 
-    def render(self, arch: Graph, *, primitives: str = "exclude_helper", context: str = "none",
-               dataset: str = "cifar10") -> str:
+    def render(
+        self, arch: Graph, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"
+    ) -> str:
         """`class Net(nn.Module)`. Unknown ops: referenced (`exclude_helper`), defined as pass-through
         placeholders (`helper`), or replaced by `nn.Identity()` with a comment naming them (`inline`)."""
         self.check_render_options(primitives=primitives, context=context)

@@ -77,9 +77,7 @@ N_SLOTS = MAX_VERTICES * MAX_VERTICES + MAX_VERTICES
 RENDERER_VERSION = "nb101-pytorch/1"
 """Version of the templates below; part of every cache key, so bump it on any change to the text."""
 
-_UPPER: tuple[tuple[int, int], ...] = tuple(
-    (i, j) for i in range(MAX_VERTICES) for j in range(i + 1, MAX_VERTICES)
-)
+_UPPER: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(MAX_VERTICES) for j in range(i + 1, MAX_VERTICES))
 ADJACENCY_DIM = len(_UPPER) + (MAX_VERTICES - 2) * len(OPS)
 _PATH_OFFSETS: tuple[int, ...] = tuple(sum(len(OPS) ** i for i in range(n)) for n in range(MAX_VERTICES - 1))
 PATH_DIM = sum(len(OPS) ** n for n in range(MAX_VERTICES - 1))
@@ -195,9 +193,7 @@ class NB101Cell:
         live = _live(rows)
         if len(live) < len(rows):
             dead = sorted(set(range(len(rows))) - set(live))
-            raise SpecError(
-                f"node {dead[0]} is not on any input->output path (parse() prunes such nodes)"
-            )
+            raise SpecError(f"node {dead[0]} is not on any input->output path (parse() prunes such nodes)")
         _check_edges(rows, False)
         object.__setattr__(self, "matrix", rows)
         object.__setattr__(self, "ops", names)
@@ -280,8 +276,7 @@ def _from_sequence(value: Sequence[Any]) -> NB101Cell:
     if value and all(isinstance(v, int) for v in value):
         return _from_naslib(value)
     raise SpecError(
-        f"a list spec must be NASLib's {N_SLOTS}-tuple of integers or a [matrix, ops] pair, "
-        f"got {len(value)} items"
+        f"a list spec must be NASLib's {N_SLOTS}-tuple of integers or a [matrix, ops] pair, got {len(value)} items"
     )
 
 
@@ -688,8 +683,9 @@ class NB101Space(SearchSpace[NB101Cell]):
             return path_encoding(arch)
         return super().encode(arch, kind)
 
-    def render(self, arch: NB101Cell, *, primitives: str = "exclude_helper", context: str = "none",
-               dataset: str = "cifar10") -> str:
+    def render(
+        self, arch: NB101Cell, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"
+    ) -> str:
         """`class Cell(nn.Module)` (in_channels, out_channels), optionally with the helpers (`helper`) or
         written from torch.nn layers (`inline`), and NB101's macro `Network` (`backbone`)."""
         self.check_render_options(primitives=primitives, context=context, dataset=dataset)

@@ -223,8 +223,9 @@ class NB201Space(SearchSpace[NB201Cell]):
         """The lexicographically smallest cell string of the isomorphism class."""
         return _representatives()[arch]
 
-    def render(self, arch: NB201Cell, *, primitives: str = "exclude_helper", context: str = "none",
-               dataset: str = "cifar10") -> str:
+    def render(
+        self, arch: NB201Cell, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"
+    ) -> str:
         """`class Cell(nn.Module)`, optionally with the ReLUConvBN helper, a docstring (`comment`) or the
         NB201 macro network (`backbone`, which names the dataset's class count)."""
         self.check_render_options(primitives=primitives, context=context, dataset=dataset)

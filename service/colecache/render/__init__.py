@@ -42,7 +42,9 @@ def render(spec: Spec, options: RenderOptions) -> Rendered:
 
 def check_options(space_name: str, options: RenderOptions) -> None:
     """SpecError when `space_name` cannot render `options` (checked before anything is stored)."""
-    get_space(space_name).check_render_options(primitives=options.primitives, context=options.context)
+    get_space(space_name).check_render_options(
+        primitives=options.primitives, context=options.context, dataset=options.dataset
+    )
 
 
 def representative(cell):

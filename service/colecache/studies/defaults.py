@@ -23,5 +23,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace) -> SurrogateCon
     unknown = [kind for kind in features.structural if kind not in space.encodings]
     if unknown:
         known = ", ".join(space.encodings) or "none"
-        raise SpecError(f"search space {space.name!r} has no encoding(s) {', '.join(map(repr, unknown))} (known: {known})")
+        raise SpecError(
+            f"search space {space.name!r} has no encoding(s) {', '.join(map(repr, unknown))} (known: {known})"
+        )
     return config.model_copy(update={"features": features})

@@ -144,7 +144,9 @@ class StudyService:
         """Validate (every bad item named, nothing stored) and store the study's candidate pool; new version."""
         if values is not None:
             self.parse_study_specs(study, values)
-        return await anyio.to_thread.run_sync(self.repo.set_candidates, study.id, None if values is None else list(values))
+        return await anyio.to_thread.run_sync(
+            self.repo.set_candidates, study.id, None if values is None else list(values)
+        )
 
     async def observe(
         self, study: StudyRecord, items: Sequence[ObservationIn], on_conflict: ConflictPolicy

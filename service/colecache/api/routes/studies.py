@@ -84,8 +84,18 @@ async def create_study(
     check_options(space.name, body.render)
     surrogate = study_surrogate(body.surrogate, space)
     if body.candidates is not None:  # validated before anything is stored
-        provisional = StudyRecord("", body.name, space.name, body.objective, body.direction, body.render.model_dump(),
-                                  {}, surrogate.model_dump(mode="json"), owner, 0)
+        provisional = StudyRecord(
+            "",
+            body.name,
+            space.name,
+            body.objective,
+            body.direction,
+            body.render.model_dump(),
+            {},
+            surrogate.model_dump(mode="json"),
+            owner,
+            0,
+        )
         studies.parse_study_specs(provisional, body.candidates)
     # Resolve against the served model now (422 if it cannot honour them) and store concrete values,
     # so the study keeps its meaning if the server's defaults change later.
