@@ -7,7 +7,11 @@ keep the class, and rendered code that really builds and runs a forward pass in 
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from colecache_client.spaces.base import SearchSpace
 
@@ -69,3 +73,28 @@ def check_space_contract(space: SearchSpace, n: int = 25, seed: int = 0, forward
         for primitives in space.render_choices.get("primitives", ("exclude_helper",)):
             for context in space.render_choices.get("context", ("none",)):
                 run_rendered(space, arch, primitives=primitives, context=context)
+
+
+def naslib_subset(filename: str) -> Path | None:
+    """A NASLib subset file (e.g. zc_nasbench101.json) under $COLECACHE_NB201_DATA or ../shared/data/nb201."""
+    roots = [os.environ.get("COLECACHE_NB201_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201"]
+    for root in roots:
+        if root and (Path(root) / "extra_naslib_zc_subsets" / filename).is_file():
+            return Path(root) / "extra_naslib_zc_subsets" / filename
+    return None
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny forward passes are dominated by thread start-up and contention; one thread keeps them fast."""
+    try:
+        import torch
+    except ImportError:  # the pure-Python tests still run
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

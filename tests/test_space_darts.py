@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import itertools
 import json
-import os
 import random
 from collections import namedtuple
 from pathlib import Path
@@ -22,7 +21,7 @@ from colecache_client.spaces.darts import (
     DartsSpace,
     to_naslib,
 )
-from space_contract import RENDER_NAMESPACE_IMPORTS, check_space_contract
+from space_contract import RENDER_NAMESPACE_IMPORTS, check_space_contract, naslib_subset, one_torch_thread
 
 SPACE = DartsSpace()
 
@@ -40,27 +39,10 @@ NASLIB_KEY = (
 )
 
 
-def nb301_subset() -> Path | None:
-    """NASLib's zc_nasbench301.json: $COLECACHE_NB201_DATA/extra_naslib_zc_subsets or ../shared/data/nb201/..."""
-    roots = [os.environ.get("COLECACHE_NB201_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201"]
-    for root in roots:
-        if root and (Path(root) / "extra_naslib_zc_subsets" / "zc_nasbench301.json").is_file():
-            return Path(root) / "extra_naslib_zc_subsets" / "zc_nasbench301.json"
-    return None
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
-    """Tiny forward passes are dominated by thread start-up and contention; one thread keeps the file fast."""
-    try:
-        import torch
-    except ImportError:  # the pure-Python tests still run
+    with one_torch_thread():
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _samples(n: int, seed: int = 0) -> list[DartsGenotype]:
@@ -131,7 +113,7 @@ def test_naslib_compact_spellings():
 
 
 def test_all_naslib_nb301_keys_parse():
-    path = nb301_subset()
+    path = naslib_subset("zc_nasbench301.json")
     if path is None:
         pytest.skip("zc_nasbench301.json not found (set COLECACHE_NB201_DATA)")
     entries = json.loads(path.read_text())["cifar10"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import random
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from colecache_client.spaces.nb101 import (
     to_naslib,
     vertex_widths,
 )
-from space_contract import RENDER_NAMESPACE_IMPORTS, check_space_contract
+from space_contract import RENDER_NAMESPACE_IMPORTS, check_space_contract, naslib_subset, one_torch_thread
 
 SPACE = NB101Space()
 C3, C1, MP = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
@@ -47,27 +46,10 @@ GOLDEN_STRING = (
 )
 
 
-def nb101_subset() -> Path | None:
-    """NASLib's zc_nasbench101.json: $COLECACHE_NB201_DATA/extra_naslib_zc_subsets or ../shared/data/nb201/..."""
-    roots = [os.environ.get("COLECACHE_NB201_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201"]
-    for root in roots:
-        if root and (Path(root) / "extra_naslib_zc_subsets" / "zc_nasbench101.json").is_file():
-            return Path(root) / "extra_naslib_zc_subsets" / "zc_nasbench101.json"
-    return None
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
-    """Tiny forward passes are dominated by thread start-up and contention; one thread keeps the file fast."""
-    try:
-        import torch
-    except ImportError:  # the pure-Python tests still run
+    with one_torch_thread():
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _samples(n: int, seed: int = 0) -> list[NB101Cell]:
@@ -150,7 +132,7 @@ def test_every_sampled_cell_round_trips_through_every_spelling():
 
 
 def test_all_naslib_nb101_keys_parse():
-    path = nb101_subset()
+    path = naslib_subset("zc_nasbench101.json")
     if path is None:
         pytest.skip("zc_nasbench101.json not found (set COLECACHE_NB201_DATA)")
     keys = list(json.loads(path.read_text())["nasbench101"]["cifar10"])
