@@ -80,10 +80,39 @@ def _options(primitives: str, context: str, dataset: str, canonical: bool):
     return RenderOptions(primitives=primitives, context=context, dataset=dataset, canonical=canonical)
 
 
+def _spec_argument(text: str):
+    """A spec from the command line: the JSON value when the text is a JSON list, object or string
+    (`[3,3,4,1,3,1]`, a graph), else the text itself (cell strings, genotypes)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (list, dict, str)) else text
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as one line: pydantic's multi-line report becomes `field: message; ...`."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
+
+
+def _refuse(what: str, exc: Exception):
+    """Bad input (a spec or an option) ends with one line on stderr and exit code 2, never a traceback."""
+    typer.echo(f"{what}: {_one_line(exc)}", err=True)
+    raise typer.Exit(2) from None
+
+
 @app.command()
 def render(
     spec: Annotated[
-        str, typer.Argument(help="An architecture in its space's spelling, e.g. '|nor_conv_3x3~0|+|...|'.")
+        str,
+        typer.Argument(
+            help="An architecture in its space's spelling, e.g. '|nor_conv_3x3~0|+|...|' or '[3,3,4,1,3,1]' "
+            "(JSON lists and objects are read as JSON)."
+        ),
     ],
     space: Annotated[
         str, typer.Option(help="Search space (nb201, nb101, darts, einspace, graph, or a plugin).")
@@ -95,22 +124,30 @@ def render(
 ) -> None:
     """Print the PyTorch code a spec renders to."""
     from colecache_client.spaces import SpecError
+    from pydantic import ValidationError
 
+    from .render import check_options
     from .render import render as render_spec
     from .specs import parse_spec
 
     try:
-        parsed = parse_spec(spec, space, max_code_chars=10**9)
-        code = render_spec(parsed, _options(primitives, context, dataset, canonical)).code
+        options = _options(primitives, context, dataset, canonical)
+        parsed = parse_spec(_spec_argument(spec), space, max_code_chars=10**9)
+        check_options(space, options)
+        code = render_spec(parsed, options).code
     except SpecError as exc:
-        typer.echo(f"invalid spec: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _refuse("invalid spec", exc)
+    except ValidationError as exc:
+        _refuse("invalid option", exc)
     sys.stdout.write(code)
 
 
 @app.command()
 def embed(
-    specs: Annotated[list[str], typer.Argument(help="Architectures in their space's spelling.")],
+    specs: Annotated[
+        list[str],
+        typer.Argument(help="Architectures in their space's spelling (JSON lists and objects are read as JSON)."),
+    ],
     space: Annotated[str, typer.Option(help="Search space of the specs.")] = "nb201",
     primitives: Annotated[Primitives, typer.Option()] = "exclude_helper",
     context: Annotated[Context, typer.Option()] = "none",
@@ -122,7 +159,7 @@ def embed(
     import httpx
 
     body = {
-        "specs": specs,
+        "specs": [_spec_argument(s) for s in specs],
         "space": space,
         "render": {"primitives": primitives, "context": context, "dataset": dataset},
         "embedder": {"pooling": pooling} if pooling else {},
@@ -130,8 +167,12 @@ def embed(
     if url:
         response = httpx.post(url.rstrip("/") + "/embed", json=body, timeout=600)
         if response.status_code != 200:
-            typer.echo(f"error {response.status_code}: {response.text}", err=True)
-            raise typer.Exit(1)
+            try:
+                detail = response.json()["detail"]
+            except (ValueError, KeyError, TypeError):
+                detail = response.text
+            typer.echo(f"error {response.status_code}: {' '.join(str(detail).split())}", err=True)
+            raise typer.Exit(2 if response.status_code in (400, 404, 413, 422) else 1)
         result = response.json()
     else:
         result = asyncio.run(_embed_here(body))
@@ -281,15 +322,30 @@ def _precompute_over_http(url, space, archs, render_options, poolings, layer, ma
 
 
 async def _embed_here(body: dict) -> dict:
+    """Embed in this process; bad specs and options are refused (exit 2) before the model loads."""
+    from colecache_client.spaces import SpecError
+    from pydantic import ValidationError
+
     from .api.routes.embed import outcome_body
     from .api.schemas import EmbedRequest
+    from .embedding.fingerprint import FingerprintError
     from .local import local_services
-    from .specs import parse_specs
+    from .pipeline import TruncatedItems
+    from .settings import get_settings
+    from .specs import InvalidSpecs, parse_specs
 
-    request = EmbedRequest.model_validate(body)
+    try:
+        request = EmbedRequest.model_validate(body)
+        specs = parse_specs(request.specs, request.space, get_settings().max_code_chars)
+    except ValidationError as exc:
+        _refuse("invalid option", exc)
+    except (SpecError, InvalidSpecs) as exc:  # InvalidSpecs names every bad item
+        _refuse("invalid spec", exc)
     async with local_services() as services:
-        specs = parse_specs(request.specs, request.space, services.settings.max_code_chars)
-        outcome = await services.pipeline.embed(specs, request.render, request.embedder)
+        try:
+            outcome = await services.pipeline.embed(specs, request.render, request.embedder)
+        except (SpecError, InvalidSpecs, FingerprintError, TruncatedItems) as exc:
+            _refuse("cannot embed", exc)
     result = outcome_body(outcome, "float")
     for item in result["items"]:
         item["embedding"] = item["embedding"].tolist()

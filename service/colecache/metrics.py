@@ -17,6 +17,17 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 CACHE = Counter("colecache_cache_lookups_total", "Embedding cache lookups by tier and result", ["tier", "result"])
+HOT_TIER_ERRORS = Counter(
+    "colecache_hot_tier_errors_total",
+    "Hot-tier operations that failed and were served as misses / skipped",
+    ["tier", "op"],
+)
+HOT_TIER_SKIPPED = Counter(
+    "colecache_hot_tier_skipped_total", "Hot-tier operations skipped while its circuit breaker was open", ["tier", "op"]
+)
+HOT_TIER_AVAILABLE = Gauge(
+    "colecache_hot_tier_available", "1 while the hot tier is in use, 0 while it is skipped", ["tier"]
+)
 QUEUE_DEPTH = Gauge("colecache_queue_depth", "Items waiting for or inside a model forward")
 BATCH_SIZE = Histogram("colecache_batch_size", "Items per model forward", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 BATCH_TOKENS = Histogram(

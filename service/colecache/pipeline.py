@@ -17,7 +17,7 @@ from .cache.tiered import TieredCache
 from .embedding.backend import BatchItem, TransformerBackend
 from .embedding.fingerprint import Fingerprint, Readout, resolve
 from .embedding.options import EmbedOptions
-from .embedding.queue import BatchQueue
+from .embedding.queue import BatchQueue, ItemFailed
 from .render import RAW_CODE_VERSION, Rendered, RenderOptions, render
 from .specs import CodeSpec, InvalidSpecs, ItemError, Spec
 
@@ -73,11 +73,16 @@ class EmbedPipeline:
         self.queue = queue
         self.cache = cache
         self.defaults = defaults
-        self._flight: SingleFlight[bytes, EmbeddingRecord] = SingleFlight()
+        # A failed item's flight ends in its exception (a value), so requests sharing the flight's other keys get them.
+        self._flight: SingleFlight[bytes, EmbeddingRecord | Exception] = SingleFlight()
         # (render options, fingerprint id) -> spec -> Keyed: a repeated spec skips rendering and hashing.
         self._keys: dict[tuple[RenderOptions, str], OrderedDict[Spec, Keyed]] = {}
         self._key_memo_size = key_memo_size
         self._readouts: dict[EmbedOptions, Readout] = {}
+        if queue.probe_item is None:
+            # A known-good item lets the queue tell an input the model fails on from a failing model.
+            probe = backend.tokenize(["x = 1"], backend.identity.max_positions)[0]
+            queue.probe_item = BatchItem(probe, "mean", backend.identity.num_hidden_states - 1, False)
 
     def readout(self, options: EmbedOptions) -> Readout:
         """Resolve request options against the served model (raises FingerprintError)."""
@@ -126,39 +131,84 @@ class EmbedPipeline:
         missing = [k for k in unique if k not in by_key]
         metrics.record_lookup(found_in)
 
+        code_of: dict[bytes, Rendered] = {}
         if missing:
             # Only misses need their code again (the memo keeps keys, not texts).
             wanted = set(missing)
-            code_of: dict[bytes, Rendered] = {}
             for key, spec in zip(keys, specs):
                 if key in wanted and key not in code_of:
                     code_of[key] = render(spec, render_options)
+        tokens_of = None
+        if readout.reject_truncated:
+            # Decided before computing: a refused request computes and caches nothing (its hits stay as they were).
+            truncated = {k for k, r in by_key.items() if r.truncated}
+            if missing:
+                texts = [code_of[k].code for k in missing]
+                tokens_of = dict(
+                    zip(missing, await asyncio.to_thread(self.backend.tokenize, texts, fingerprint.max_length))
+                )
+                truncated.update(k for k, t in tokens_of.items() if t.truncated)
+            self._reject_truncated(keys, truncated, fingerprint)
+        if missing:
 
-            async def compute(claimed: list[bytes]) -> dict[bytes, EmbeddingRecord]:
-                return await self._compute(claimed, code_of, fingerprint)
+            async def compute(claimed: list[bytes]) -> dict[bytes, EmbeddingRecord | Exception]:
+                return await self._compute(claimed, code_of, fingerprint, tokens_of)
 
             computed = await self._flight.run(missing, compute)
+            failed = {k: v for k, v in computed.items() if isinstance(v, Exception)}
+            if failed:
+                self._raise_failures(keys, failed)
             by_key.update(computed)
             source_of.update(dict.fromkeys(computed, COMPUTED))
 
         items = [EmbeddedItem(by_key[k.key], source_of[k.key], k.key, k.renderer_version, k.arch) for k in keyed]
-        if readout.reject_truncated:
-            errors = [
-                ItemError(i, f"code is longer than max_length={fingerprint.max_length} tokens")
-                for i, it in enumerate(items)
-                if it.record.truncated
-            ]
-            if errors:
-                raise TruncatedItems(errors)
         return EmbedOutcome(items, fingerprint)
 
+    @staticmethod
+    def _raise_failures(keys: list[bytes], failed: dict[bytes, Exception]) -> None:
+        """The model failed on some items: a 422 naming them when the input is at fault, else the server's error."""
+        for exc in failed.values():
+            if not isinstance(exc, ItemFailed):
+                raise exc
+        raise InvalidSpecs([ItemError(i, str(failed[key])) for i, key in enumerate(keys) if key in failed])
+
+    @staticmethod
+    def _reject_truncated(keys: list[bytes], truncated: set[bytes], fingerprint: Fingerprint) -> None:
+        errors = [
+            ItemError(i, f"code is longer than max_length={fingerprint.max_length} tokens")
+            for i, key in enumerate(keys)
+            if key in truncated
+        ]
+        if errors:
+            raise TruncatedItems(errors)
+
     async def _compute(
-        self, keys: list[bytes], code_of: dict[bytes, Rendered], fingerprint: Fingerprint
-    ) -> dict[bytes, EmbeddingRecord]:
-        """Tokenize off the event loop, run through the batch queue, commit, return what to serve."""
+        self,
+        keys: list[bytes],
+        code_of: dict[bytes, Rendered],
+        fingerprint: Fingerprint,
+        tokens_of: dict | None = None,
+    ) -> dict[bytes, EmbeddingRecord | Exception]:
+        """Tokenize off the event loop (unless already done), run through the batch queue, commit, return.
+
+        An item the model failed on maps to its exception; the others are committed and served anyway.
+        """
         texts = [code_of[k].code for k in keys]
-        tokens = await asyncio.to_thread(self.backend.tokenize, texts, fingerprint.max_length)
+        if tokens_of is not None:
+            tokens = [tokens_of[k] for k in keys]
+        else:
+            tokens = await asyncio.to_thread(self.backend.tokenize, texts, fingerprint.max_length)
         batch = [BatchItem(t, fingerprint.pooling, fingerprint.layer, fingerprint.normalize) for t in tokens]
-        vectors = await self.queue.submit(batch)
-        rows = [(k, EmbeddingRecord(v, t.n_tokens, t.truncated)) for k, v, t in zip(keys, vectors, tokens)]
-        return await self.cache.put_many(rows, fingerprint.as_dict(), [code_of[k].renderer_version for k in keys])
+        vectors = await self.queue.submit(batch, return_exceptions=True)
+        failed: dict[bytes, EmbeddingRecord | Exception] = {}
+        rows, versions = [], []
+        for key, vector, token in zip(keys, vectors, tokens):
+            if isinstance(vector, Exception):
+                failed[key] = vector
+            elif isinstance(vector, BaseException):  # cancelled: this request is going away
+                raise vector
+            else:
+                rows.append((key, EmbeddingRecord(vector, token.n_tokens, token.truncated)))
+                versions.append(code_of[key].renderer_version)
+        stored = await self.cache.put_many(rows, fingerprint.as_dict(), versions) if rows else {}
+        return {**stored, **failed}

@@ -46,6 +46,15 @@ class InvalidSpecs(ValueError):
         super().__init__(f"{len(self.errors)} invalid spec(s): {shown}{more}")
 
 
+def code_text_problem(code: Any, max_code_chars: int) -> str | None:
+    """Why `code` cannot be embedded verbatim, or None: one rule for `{"code": ...}` specs and /v1/embeddings inputs."""
+    if not isinstance(code, str) or not code.strip():
+        return "must be a non-empty string (not only whitespace)"
+    if len(code) > max_code_chars:
+        return f"is {len(code)} characters, over the limit of {max_code_chars}"
+    return None
+
+
 def _parse_arch(space_name: str, value: Any) -> Hashable:
     """The space's parser; anything it raises on bad input (a plugin's TypeError too) becomes a SpecError."""
     space = get_space(space_name)
@@ -67,10 +76,9 @@ def parse_spec(value: Any, default_space: str, max_code_chars: int) -> Spec:
             if extra:
                 raise SpecError(f"a code spec takes only 'code', got extra field(s) {sorted(extra)}")
             code = value["code"]
-            if not isinstance(code, str) or not code.strip():
-                raise SpecError("'code' must be a non-empty string")
-            if len(code) > max_code_chars:
-                raise SpecError(f"code is {len(code)} characters, over the limit of {max_code_chars}")
+            problem = code_text_problem(code, max_code_chars)
+            if problem:
+                raise SpecError(f"'code' {problem}")
             return CodeSpec(code)
         if "arch" in value:
             extra = set(value) - {"arch", "space"}

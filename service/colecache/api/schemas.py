@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..embedding.options import EmbedOptions
 from ..render.options import RenderOptions
@@ -20,7 +21,127 @@ SPEC_DOC = (
 )
 
 
-class EmbedRequest(BaseModel):
+# --- what every JSON body must satisfy before any field is read ---------------------------------
+MAX_DEPTH = 100  # nesting levels; orjson (every response) refuses more than 254, and stored values are echoed back
+INT64 = (-(2**63), 2**63 - 1)  # what orjson writes and SQL integer columns hold
+MAX_PROBLEMS = 50
+
+
+class UnstorableInput(ValueError):
+    """Values that JSON (as Python parses it) allows but that could not be stored or served back.
+
+    `problems` holds (location inside the body, reason) pairs; the 422 handler names each one."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} value(s) cannot be stored or served")
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (U+0000), which text columns cannot store"
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"contains an unpaired UTF-16 surrogate ({ascii(text[exc.start])[1:-1]} at character {exc.start}), "
+            "which is not valid Unicode text"
+        )
+    return None
+
+
+def _number_problem(number: int | float) -> str | None:
+    if type(number) is float:
+        if math.isfinite(number):
+            return None
+        spelled = "NaN" if number != number else ("Infinity" if number > 0 else "-Infinity")
+        return f"is {spelled}; numbers must be finite (JSON has no NaN or Infinity)"
+    if INT64[0] <= number <= INT64[1]:
+        return None
+    digits = str(number)
+    shown = digits if len(digits) <= 30 else f"{digits[:12]}...({len(digits)} digits)"
+    return f"integer {shown} is outside the 64-bit range"
+
+
+def _clean(value: Any) -> bool:
+    """True when nothing in `value` needs a closer look: the cheap pass every request body takes."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict:
+            for key in node:
+                if type(key) is str and ("\x00" in key or not key.isascii()):
+                    return False
+            children = node.values()
+        else:
+            children = node
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if "\x00" in child or not child.isascii():
+                    return False
+            elif kind is int:
+                if not INT64[0] <= child <= INT64[1]:
+                    return False
+            elif kind is float:
+                if child - child != 0:  # NaN or +-Infinity
+                    return False
+            elif kind is list or kind is dict:
+                if depth >= MAX_DEPTH:
+                    return False
+                stack.append((child, depth + 1))
+    return True
+
+
+def find_unstorable(value: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string (keys too) that is not valid UTF-8 text or holds NUL, every NaN/Infinity, every integer
+    outside 64 bits and every nesting past MAX_DEPTH, in document order (at most MAX_PROBLEMS).
+
+    One walk over the parsed body, so the rule holds for every field of every route, including free-form
+    ones (specs, metadata, candidates) that no schema types."""
+    if (type(value) is dict or type(value) is list) and _clean(value):
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack and len(problems) < MAX_PROBLEMS:
+        loc, node = stack.pop()
+        kind = type(node)
+        reason = None
+        if kind is str:
+            reason = _text_problem(node)
+        elif kind is int or kind is float:
+            reason = _number_problem(node)
+        elif kind is dict or kind is list:
+            if len(loc) >= MAX_DEPTH:
+                reason = f"nests deeper than {MAX_DEPTH} levels"
+            else:
+                children = []
+                for key, child in node.items() if kind is dict else enumerate(node):
+                    if kind is dict and type(key) is str and (bad_key := _text_problem(key)):
+                        problems.append(((*loc, key), f"key {bad_key}"))
+                    else:
+                        children.append(((*loc, key), child))
+                stack.extend(reversed(children))
+        if reason:
+            problems.append((loc, reason))
+    return problems
+
+
+class RequestBody(BaseModel):
+    """Base of every JSON request body: refuses values that could be accepted but never read back (422)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        problems = find_unstorable(data)
+        if problems:
+            raise UnstorableInput(problems)
+        return data
+
+
+class EmbedRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     specs: list[Any] = Field(..., min_length=1, description=SPEC_DOC)
@@ -54,7 +175,8 @@ class EmbedResponse(BaseModel):
 
 
 class ErrorItem(BaseModel):
-    index: int
+    index: int | None = Field(None, description="The item (spec, observation, candidate, input) at fault.")
+    field: str | None = Field(None, description="Where in the request, e.g. `body.specs[0].code`.")
     reason: str
 
 
@@ -64,7 +186,7 @@ class ErrorBody(BaseModel):
 
 
 # --- studies ----------------------------------------------------------------------------------
-class StudyCreate(BaseModel):
+class StudyCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., min_length=1, max_length=200)
@@ -82,7 +204,7 @@ class StudyCreate(BaseModel):
     )
 
 
-class CandidatesPut(BaseModel):
+class CandidatesPut(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     specs: list[Any] | None = Field(..., max_length=MAX_CANDIDATES, description="The pool, or null to clear it.")
@@ -112,14 +234,16 @@ class ObservationIn(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class ObservationsPost(BaseModel):
+class ObservationsPost(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     observations: list[ObservationIn] = Field(..., min_length=1)
     on_conflict: Literal["reject", "replace", "keep"] = Field(
         "reject",
-        description="When a spec is already observed with a *different* value: `reject` the whole post (409), "
-        "`replace` the stored value, or `keep` it. Re-posting the same value is always a no-op.",
+        description="When the same spec text with the same metadata is already observed (or earlier in this post) "
+        "with a *different* value: `reject` the whole post (409), `replace` the earlier value, or `keep` it. "
+        "Re-posting the same value is always a no-op; isomorphic cells and runs with distinct metadata "
+        "(e.g. a seed) are separate observations.",
     )
 
 
@@ -132,7 +256,7 @@ class ObservationsWritten(BaseModel):
     n_observations: int
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     specs: list[Any] = Field(..., min_length=1, description=SPEC_DOC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
+import anyio
 import anyio.to_thread
 
 from .durable import SqlTier
@@ -58,16 +59,26 @@ class TieredCache:
         await self.hot.put_many(list(final.items()))
         return final
 
-    async def ping(self) -> dict[str, bool]:
-        status = {}
-        try:
-            status[self.hot.name] = await self.hot.ping()
-        except Exception:
-            status[self.hot.name] = False
-        try:
-            status[self.durable.name] = await anyio.to_thread.run_sync(self.durable.ping)
-        except Exception:
-            status[self.durable.name] = False
+    async def ping(self, timeout_s: float = 1.0) -> dict[str, bool]:
+        """Reachability per tier, both asked at once; a tier that has not answered within `timeout_s` is down.
+
+        Readiness probes call this, so it must answer in time even when a store hangs: the SQL
+        ping's thread is abandoned (the engine's connect timeout ends it later).
+        """
+        status = {self.hot.name: False, self.durable.name: False}
+
+        async def check(name: str, probe) -> None:
+            with anyio.move_on_after(timeout_s):
+                try:
+                    status[name] = bool(await probe())
+                except Exception:
+                    status[name] = False
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(check, self.hot.name, self.hot.ping)
+            group.start_soon(
+                check, self.durable.name, partial(anyio.to_thread.run_sync, self.durable.ping, abandon_on_cancel=True)
+            )
         return status
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 
 WRITE_INTENT = "colecache_write_intent"
 """Execution option: this transaction will write after reading (BEGIN IMMEDIATE on SQLite)."""
+PG_CONNECT_TIMEOUT_S = 3
 
 
 def make_engine(url: str) -> Engine:
@@ -39,7 +40,12 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # Pre-ping replaces connections a restarted server left dead; the connect timeout bounds how long
+    # a request (or a readiness ping's thread) waits on an unreachable server (the URL may set its own).
+    connect_args = {} if "connect_timeout=" in url else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return create_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args
+    )
 
 
 def alembic_config(url: str):

@@ -120,6 +120,65 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return chosen
 
 
+_CHARS_PER_TOKEN = 8  # first prefix per text, in characters per kept token
+_WINDOW_GROWTH = 4
+_CHARS_PER_CALL = 1 << 20  # characters per tokenizer call: bounds the memory of one call
+_BOUNDARY = " \t\n\r"  # whitespace every pre-tokenizer splits at
+
+
+def special_tokens_template(tokenizer) -> tuple[list[int], list[int]] | None:
+    """The ids the tokenizer puts before and after a single text, or None when it does something else.
+
+    Read off the tokenizer itself (with and without special tokens) on a few probes; all must agree.
+    """
+    expected = int(tokenizer.num_special_tokens_to_add(pair=False))
+    found = None
+    for probe in ("a", "x = conv(x)", "class Net(nn.Module):\n    pass"):
+        full = list(tokenizer(probe, return_attention_mask=False, return_token_type_ids=False)["input_ids"])
+        bare = list(tokenizer(probe, add_special_tokens=False, return_attention_mask=False)["input_ids"])
+        if not bare or len(full) - len(bare) != expected:
+            return None
+        starts = [i for i in range(expected + 1) if full[i : i + len(bare)] == bare]
+        if len(starts) != 1:
+            return None
+        template = (full[: starts[0]], full[starts[0] + len(bare) :])
+        if found is not None and template != found:
+            return None
+        found = template
+    return found
+
+
+def _whitespace_run_start(text: str, end: int) -> int | None:
+    """Start of the last whitespace run that begins at or before `end` (> 0), or None: text[:start] ends in a word."""
+    last = max(text.rfind(char, 0, end + 1) for char in _BOUNDARY)
+    if last <= 0:
+        return None
+    while last > 0 and text[last - 1] in _BOUNDARY:
+        last -= 1
+    return last or None
+
+
+def _settled(offsets: Sequence[tuple[int, int]], limit: int) -> int:
+    """How many leading tokens end at or before character `limit`."""
+    for count, (_start, stop) in enumerate(offsets):
+        if stop > limit:
+            return count
+    return len(offsets)
+
+
+def _chunks(jobs: list, max_chars: int):
+    """Consecutive groups of jobs with at most `max_chars` characters of text each (at least one job)."""
+    group, size = [], 0
+    for job in jobs:
+        if group and size + len(job[1]) > max_chars:
+            yield group
+            group, size = [], 0
+        group.append(job)
+        size += len(job[1])
+    if group:
+        yield group
+
+
 class TransformerBackend:
     """A frozen transformers AutoModel plus its tokenizer."""
 
@@ -129,7 +188,20 @@ class TransformerBackend:
         self.identity = identity
         self.device = device
         self.stats = BackendStats()
-        self._tokenize_lock = threading.Lock()  # the Rust tokenizer is not re-entrant under truncation changes
+        # Only the fallback path (no template, below) truncates inside the tokenizer, which changes the
+        # Rust tokenizer's settings; that needs the lock. The prefix path never changes them.
+        self._tokenize_lock = threading.Lock()
+        self.num_special_tokens = int(tokenizer.num_special_tokens_to_add(pair=False))
+        try:
+            self._template = special_tokens_template(tokenizer)
+        except Exception:  # a tokenizer that cannot even do that gets the plain (locked, whole-text) path
+            log.warning("could not read the special-token template off the tokenizer", exc_info=True)
+            self._template = None
+        self._prefix_ok = (
+            self._template is not None
+            and bool(getattr(tokenizer, "is_fast", False))
+            and getattr(tokenizer, "truncation_side", "right") == "right"
+        )
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -179,23 +251,107 @@ class TransformerBackend:
             num_hidden_states=int(config.num_hidden_layers) + 1,
             max_positions=min(sane) if sane else 4096,
             dim=int(config.hidden_size),
+            num_special_tokens=int(tokenizer.num_special_tokens_to_add(pair=False)),
         )
 
     # --- tokenization ----------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
-        """Token ids per text, truncated to max_length (special tokens kept), with a truncated flag."""
+        """Token ids per text, truncated to max_length (special tokens kept), with an exact truncated flag.
+
+        A long text is tokenised only as far as the kept tokens need (see `_tokenize_prefixes`), so the
+        work and memory per item are bounded by max_length, not by the length of the text.
+        """
+        n_special = self.num_special_tokens
+        if max_length <= n_special:
+            raise ValueError(f"max_length {max_length} leaves no room beside {n_special} special token(s)")
         if not texts:
             return []
-        with self._tokenize_lock:
-            full = self.tokenizer(list(texts), truncation=False, return_attention_mask=False)["input_ids"]
-            long = [i for i, ids in enumerate(full) if len(ids) > max_length]
-            cut = {}
-            if long:
-                cut_ids = self.tokenizer(
-                    [texts[i] for i in long], truncation=True, max_length=max_length, return_attention_mask=False
-                )["input_ids"]
-                cut = dict(zip(long, cut_ids))
-        return [Tokens(cut[i], True) if i in cut else Tokens(ids, False) for i, ids in enumerate(full)]
+        if self._prefix_ok:
+            return self._tokenize_prefixes(texts, max_length)
+        return self._tokenize_whole(texts, max_length)
+
+    def _encode(self, texts: list[str], offsets: bool) -> tuple[list[list[int]], list | None]:
+        """Content token ids (no special tokens, no truncation: the tokenizer's settings never change)."""
+        out = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            truncation=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            return_offsets_mapping=offsets,
+        )
+        return out["input_ids"], (out["offset_mapping"] if offsets else None)
+
+    def _tokenize_prefixes(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
+        """Tokenise growing prefixes that end at a word boundary until the kept tokens are certain.
+
+        The tokens of a prefix that ends just before whitespace equal the full text's tokens, except
+        possibly those of the prefix's last word (a pre-tokenizer may join it with what follows). So
+        tokens that end before the whitespace in front of that last word are settled. When more than
+        `keep` tokens are settled, the full text has more than `keep` too (truncated, exactly) and its
+        first `keep` are the ones kept. Otherwise the prefix grows (x4) up to the whole text, which is
+        tokenised as it is. A prefix starts at ~8 characters per kept token; code averages 3 to 4.
+        """
+        head, tail = self._template
+        keep = max_length - len(head) - len(tail)
+        out: list[Tokens | None] = [None] * len(texts)
+        window = dict.fromkeys(range(len(texts)), keep * _CHARS_PER_TOKEN + 64)
+        while window:
+            jobs: list[tuple[int, str, int | None]] = []  # (item, text to tokenise, settled-token limit or None)
+            for index, size in window.items():
+                text = texts[index]
+                cut = None
+                while size < len(text):
+                    cut = _whitespace_run_start(text, size)
+                    if cut is not None:
+                        break
+                    size *= _WINDOW_GROWTH  # one word longer than the window: look further for a boundary
+                window[index] = size
+                if cut is None:
+                    jobs.append((index, text, None))
+                else:
+                    jobs.append((index, text[:cut], _whitespace_run_start(text, cut - 1) or 0))
+            grow = {}
+            for chunk in _chunks(jobs, _CHARS_PER_CALL):
+                prefixed = any(limit is not None for _, _, limit in chunk)
+                ids_list, offsets_list = self._encode([piece for _, piece, _ in chunk], offsets=prefixed)
+                for row, (index, _piece, limit) in enumerate(chunk):
+                    ids = ids_list[row]
+                    if limit is None:  # the whole text
+                        out[index] = Tokens([*head, *ids[:keep], *tail], len(ids) > keep)
+                        continue
+                    settled = _settled(offsets_list[row], limit)
+                    if settled > keep:
+                        out[index] = Tokens([*head, *ids[:keep], *tail], True)
+                    else:
+                        grow[index] = window[index] * _WINDOW_GROWTH
+            window = grow
+        return out  # type: ignore[return-value]
+
+    def _tokenize_whole(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
+        """Fallback for tokenizers without offsets or a known special-token template: the tokenizer truncates.
+
+        Only here does a call change the tokenizer's truncation settings, so calls take the lock one
+        chunk at a time (a small request's tokenisation can go between a large one's chunks).
+        """
+        out: list[Tokens] = []
+        for start in range(0, len(texts), 16):
+            chunk = list(texts[start : start + 16])
+            with self._tokenize_lock:
+                full = self.tokenizer(chunk, truncation=False, return_attention_mask=False)["input_ids"]
+                long = [i for i, ids in enumerate(full) if len(ids) > max_length]
+                cut = {}
+                if long:
+                    cut_ids = self.tokenizer(
+                        [chunk[i] for i in long], truncation=True, max_length=max_length, return_attention_mask=False
+                    )["input_ids"]
+                    cut = dict(zip(long, cut_ids))
+            for i, ids in enumerate(full):
+                tokens = Tokens(cut[i], True) if i in cut else Tokens(ids, False)
+                if tokens.n_tokens > max_length:
+                    raise ValueError(f"the tokenizer kept {tokens.n_tokens} tokens, over max_length {max_length}")
+                out.append(tokens)
+        return out
 
     # --- forward ---------------------------------------------------------------------------
     def _needs_all_layers(self, readouts: Sequence[tuple[str, int | None]]) -> bool:
@@ -205,6 +361,9 @@ class TransformerBackend:
     def _forward(self, tokens: Sequence[Tokens], need_all: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Pad, run the model once; returns (hidden states, mask). Without need_all only the last state."""
         width = max(t.n_tokens for t in tokens)
+        if width > self.identity.max_positions:
+            # The model would index past its position table (an IndexError, or silent garbage on GPU).
+            raise ValueError(f"an item of {width} tokens exceeds the model's limit of {self.identity.max_positions}")
         input_ids = torch.full((len(tokens), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(tokens), width), dtype=torch.long)
         for row, item in enumerate(tokens):

@@ -24,6 +24,12 @@ class ModelIdentity:
     num_hidden_states: int  # embeddings + one per layer
     max_positions: int  # the longest input the model accepts
     dim: int
+    num_special_tokens: int = 0  # tokens the tokenizer adds around every text ([CLS] .. [SEP], BOS, ...)
+
+    @property
+    def min_length(self) -> int:
+        """The smallest max_length that keeps at least one token of the text beside the special tokens."""
+        return self.num_special_tokens + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,12 @@ def resolve(identity: ModelIdentity, defaults: EmbedOptions, options: EmbedOptio
         raise FingerprintError(f"layer {layer} is out of range for a model with {n} hidden states (-{n}..{n - 1})")
     if max_length > identity.max_positions:
         raise FingerprintError(f"max_length {max_length} exceeds the model's limit of {identity.max_positions} tokens")
+    if max_length < identity.min_length:
+        # Below this the tokenizer cannot truncate at all and hands the model the whole text.
+        raise FingerprintError(
+            f"max_length {max_length} is below the minimum of {identity.min_length} for this model "
+            f"({identity.num_special_tokens} special token(s) plus at least one token of the text)"
+        )
     fingerprint = Fingerprint(
         model=identity.model,
         revision=identity.revision,

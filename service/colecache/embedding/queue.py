@@ -5,11 +5,18 @@ a batch size, sorted by length so rows of similar length share a forward (less p
 model runs in one worker thread, so the event loop keeps serving cached requests meanwhile.
 The queue is bounded: when it is full new work is refused at once (the API answers 429 with
 Retry-After) instead of letting latency grow without limit.
+
+A forward that raises is retried in halves down to single items, so only the item at fault fails
+(as ItemFailed when the model works on other items, with the original error when the model itself
+is broken). Items that arrive while a window is being worked off join its plan, so a small request
+is not held behind every forward of a large one; an older item is overtaken at most MAX_OVERTAKES
+times by later arrivals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -36,11 +43,43 @@ class QueueClosed(RuntimeError):
     """The server is shutting down and takes no new work."""
 
 
+class ItemFailed(ValueError):
+    """The model failed on this item on its own while it works on others: the input, not the server, is at fault."""
+
+    def __init__(self, cause: Exception):
+        self.cause = cause
+        super().__init__(f"the model could not embed this item ({type(cause).__name__}: {cause})")
+
+
+MAX_OVERTAKES = 8
+"""How many forwards of later arrivals may run before an item that was already planned."""
+
+_sequence = itertools.count()
+
+
 @dataclass(eq=False, slots=True)
 class _Pending:
     item: BatchItem
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    seq: int = field(default_factory=lambda: next(_sequence))  # arrival order
+    admitted: int = 0  # the admission round that put it into the plan
+    overtaken: int = 0  # forwards of later-admitted items that ran while it waited in the plan
+
+
+@dataclass(slots=True)
+class _Isolation:
+    """What one failing batch has shown so far about the model."""
+
+    succeeded: bool = False  # some forward of this batch worked
+    probed: bool | None = None  # the known-good probe item: worked / failed / not tried
+    fault: Exception | None = None  # the model itself is failing: fail the rest without more forwards
+    undecided: list = field(default_factory=list)  # lone failures to classify once the batch is done
+
+
+def _is_capacity_error(exc: Exception) -> bool:
+    """Out of memory is the server's limit, not the input's fault (torch.OutOfMemoryError by name: no torch here)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 @dataclass
@@ -109,6 +148,11 @@ class BatchQueue:
         self._worker: asyncio.Task | None = None
         self._closing = False
         self._running = 0  # items inside the forward now
+        self._plan: list[list[_Pending]] = []  # planned forwards of the current window, in run order
+        self._admissions = 0
+        # A small item the model has embedded: run alone when a lone item fails, to tell a poison input
+        # (the probe works) from a broken model (it fails too). The pipeline seeds it; forwards refresh it.
+        self.probe_item: BatchItem | None = None
         self._items_per_second = 50.0  # refreshed from real batches; sizes Retry-After
         self.stats = QueueStats()
 
@@ -133,12 +177,16 @@ class BatchQueue:
 
     @property
     def depth(self) -> int:
-        """Items waiting or running."""
-        return len(self._pending) + self._running
+        """Items waiting (queued or planned) or running."""
+        return len(self._pending) + sum(len(batch) for batch in self._plan) + self._running
 
     # --- submission ----------------------------------------------------------------------------
-    async def submit(self, items: Sequence[BatchItem]) -> list[np.ndarray]:
-        """Queue all items (or none, if they do not fit) and wait for their vectors, in order."""
+    async def submit(self, items: Sequence[BatchItem], return_exceptions: bool = False) -> list:
+        """Queue all items (or none, if they do not fit) and wait for their vectors, in order.
+
+        With return_exceptions, an item that failed has its exception in its place (ItemFailed when the
+        item is at fault) and the others still get their vectors; without, the first failure is raised.
+        """
         if self._closing:
             raise QueueClosed("server shutting down")
         if not items:
@@ -150,7 +198,7 @@ class BatchQueue:
         entries = [_Pending(item, loop.create_future()) for item in items]
         self._pending.extend(entries)
         self._wakeup.set()
-        return list(await asyncio.gather(*(entry.future for entry in entries)))
+        return list(await asyncio.gather(*(entry.future for entry in entries), return_exceptions=return_exceptions))
 
     # --- worker --------------------------------------------------------------------------------
     def _queued_tokens(self) -> int:
@@ -159,41 +207,135 @@ class BatchQueue:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            if not self._plan:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                # A short wait lets concurrent requests join the forward, unless one is already full.
+                if self.batch_wait_s and len(self._pending) < self.max_batch_size and not self._closing:
+                    if self._queued_tokens() < self.max_batch_tokens:
+                        await asyncio.sleep(self.batch_wait_s)
+                # A window of the oldest items (FIFO between windows), planned length-sorted.
+                self._plan = self._planned(self._admit(self.max_batch_size * 8))
+            elif self._pending:
+                # Later arrivals join the window's plan in length order, so a short one runs next instead
+                # of after every remaining forward of the window. Planned alone, they cost a small DP.
+                room = self.max_batch_size * 8 - sum(len(batch) for batch in self._plan)
+                fresh = self._admit(room)
+                if fresh:
+                    merged = self._plan + self._planned(fresh)
+                    self._plan = sorted(merged, key=lambda b: max(e.item.tokens.n_tokens for e in b))
+            if not self._plan:
                 continue
-            # A short wait lets concurrent requests join the forward, unless one is already full.
-            if self.batch_wait_s and len(self._pending) < self.max_batch_size and not self._closing:
-                if self._queued_tokens() < self.max_batch_tokens:
-                    await asyncio.sleep(self.batch_wait_s)
-            # Take a window of the oldest items (FIFO between windows, length-sorted inside).
-            window: list[_Pending] = []
-            while self._pending and len(window) < self.max_batch_size * 8:
-                entry = self._pending.popleft()
-                if not entry.future.cancelled():
-                    window.append(entry)
-            lengths = [entry.item.tokens.n_tokens for entry in window]
-            for batch in plan_batches(lengths, self.max_batch_tokens, self.max_batch_size, self.batch_forward_cost):
-                await self._run_batch(loop, [window[i] for i in batch])
+            batch = self._plan.pop(self._next_batch())
+            await self._run_batch(loop, batch)
+            newest = max(entry.admitted for entry in batch)
+            for waiting in self._plan:
+                for entry in waiting:
+                    if entry.admitted < newest:
+                        entry.overtaken += 1
+
+    def _admit(self, room: int) -> list[_Pending]:
+        """Move up to `room` of the oldest queued items into the plan (skipping cancelled ones)."""
+        self._admissions += 1
+        taken: list[_Pending] = []
+        while self._pending and len(taken) < room:
+            entry = self._pending.popleft()
+            if not entry.future.cancelled():
+                entry.admitted = self._admissions
+                taken.append(entry)
+        return taken
+
+    def _planned(self, entries: list[_Pending]) -> list[list[_Pending]]:
+        lengths = [entry.item.tokens.n_tokens for entry in entries]
+        plan = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size, self.batch_forward_cost)
+        return [[entries[i] for i in batch] for batch in plan]
+
+    def _next_batch(self) -> int:
+        """The first planned forward, unless an item was overtaken too often: then the one holding the oldest."""
+        overdue = [
+            (entry.seq, index)
+            for index, batch in enumerate(self._plan)
+            for entry in batch
+            if entry.overtaken >= MAX_OVERTAKES
+        ]
+        return min(overdue)[1] if overdue else 0
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        live = [entry for entry in batch if not entry.future.done()]
+        state = _Isolation()
+        await self._run_or_split(loop, batch, state)
+        for entry, exc in state.undecided:  # no probe was available: decide by this batch alone
+            if not entry.future.done():
+                entry.future.set_exception(ItemFailed(exc) if state.succeeded else exc)
+
+    async def _run_or_split(self, loop: asyncio.AbstractEventLoop, entries: list[_Pending], state: _Isolation) -> None:
+        """One forward over `entries`; if it raises, the halves again, down to the single item at fault."""
+        live = [entry for entry in entries if not entry.future.done()]
         if not live:
             return
+        if state.fault is not None:
+            for entry in live:
+                entry.future.set_exception(state.fault)
+            return
+        try:
+            vectors = await self._forward(loop, live)
+        except Exception as exc:
+            self.stats.failed_batches += 1
+            if len(live) > 1:
+                log.warning(
+                    "a forward of %d items failed (%s: %s); retrying in halves to find the item at fault",
+                    len(live),
+                    type(exc).__name__,
+                    exc,
+                )
+                middle = len(live) // 2
+                await self._run_or_split(loop, live[:middle], state)
+                await self._run_or_split(loop, live[middle:], state)
+            else:
+                await self._fail_one(loop, live[0], exc, state)
+            return
+        state.succeeded = True
+        for entry, vector in zip(live, vectors):
+            if not entry.future.done():
+                entry.future.set_result(vector)
+
+    async def _fail_one(
+        self, loop: asyncio.AbstractEventLoop, entry: _Pending, exc: Exception, state: _Isolation
+    ) -> None:
+        """A forward of this item alone failed: blame the item if the model works, else the server."""
+        if _is_capacity_error(exc):
+            log.error("model forward ran out of memory on one item of %d tokens", entry.item.tokens.n_tokens)
+            entry.future.set_exception(exc)
+            return
+        if not state.succeeded and state.probed is None and self.probe_item is not None:
+            try:
+                await loop.run_in_executor(self._executor, self._embed_fn, [self.probe_item])
+                state.probed = True
+            except Exception:
+                state.probed = False
+        if state.succeeded or state.probed:
+            log.warning(
+                "the model failed on one item of %d tokens (%s: %s); failing only that item",
+                entry.item.tokens.n_tokens,
+                type(exc).__name__,
+                exc,
+            )
+            entry.future.set_exception(ItemFailed(exc))
+        elif state.probed is False:
+            log.error("model forward failed, and on a known-good item too: the model is failing", exc_info=exc)
+            state.fault = exc
+            entry.future.set_exception(exc)
+        else:
+            state.undecided.append((entry, exc))
+
+    async def _forward(self, loop: asyncio.AbstractEventLoop, live: list[_Pending]) -> np.ndarray:
         self._running = len(live)
         started = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, self._embed_fn, [e.item for e in live])
-        except Exception as exc:  # a failing batch fails only its own rows
-            self.stats.failed_batches += 1
-            log.exception("model forward failed for a batch of %d items", len(live))
-            for entry in live:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
-            return
         finally:
             self._running = 0
         elapsed = time.perf_counter() - started
@@ -205,6 +347,7 @@ class BatchQueue:
             self._items_per_second = 0.8 * self._items_per_second + 0.2 * (len(live) / elapsed)
         if self._on_batch is not None:
             self._on_batch(len(live), tokens, elapsed)
-        for entry, vector in zip(live, vectors):
-            if not entry.future.done():
-                entry.future.set_result(vector)
+        shortest = min(live, key=lambda e: e.item.tokens.n_tokens).item
+        if self.probe_item is None or shortest.tokens.n_tokens < self.probe_item.tokens.n_tokens:
+            self.probe_item = shortest
+        return vectors

@@ -1,4 +1,8 @@
-"""What a study's surrogate is made of. Defaults are the configuration chosen by the offline evaluation."""
+"""What a study's surrogate is made of. Defaults are the configuration chosen by the offline evaluation.
+
+Every number is bounded (and finite): a study stores its config and refits from it later, so a value the
+head cannot train with (or the response cannot carry) must be refused when the study is created.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class FeatureConfig(BaseModel):
     """Inputs of the head: the COLE vector (optionally reduced) and optional structural encodings."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     cole: bool = Field(True, description="Use the COLE embedding.")
     reduce: Literal["none", "standardize", "pca", "whiten"] = Field(
@@ -35,33 +39,36 @@ class FeatureConfig(BaseModel):
         description="Structural encodings appended to the COLE features (names from the space's `encodings` in "
         "`/info`). A study that does not set it gets its space's `default_encodings` (NB201: `path`).",
     )
-    structural_weight: float = Field(2.0, gt=0, description="Scale of the structural block relative to COLE's.")
+    structural_weight: float = Field(2.0, gt=0, le=1e4, description="Scale of the structural block relative to COLE's.")
 
 
 class HeadConfig(BaseModel):
     """The regression head. `mlp_ensemble` gives uncertainty from member disagreement."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["mlp_ensemble", "gp", "bayesian_ridge"] = "mlp_ensemble"
     members: int = Field(5, ge=2, le=64, description="Ensemble size (mlp_ensemble).")
     hidden: int = Field(64, ge=4, le=4096, description="Hidden units per layer (mlp_ensemble).")
     layers: int = Field(2, ge=1, le=6)
     epochs: int = Field(300, ge=1, le=20000)
-    learning_rate: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    learning_rate: float = Field(3e-3, gt=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
     loss: Literal["mse", "ranking", "mse+ranking"] = Field(
         "mse+ranking", description="`ranking` is COLE's pairwise logistic ranking loss; `mse+ranking` adds both."
     )
     ranking_weight: float = Field(
-        20.0, ge=0, description="Weight of the ranking term in `mse+ranking` (MSE keeps the scale, ranking the order)."
+        20.0,
+        ge=0,
+        le=1e4,
+        description="Weight of the ranking term in `mse+ranking` (MSE keeps the scale, ranking the order).",
     )
     bootstrap: bool = Field(True, description="Each member sees its own bootstrap resample.")
 
 
 class SurrogateConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds the head (scikit-learn and numpy take 0..2**32-1).")

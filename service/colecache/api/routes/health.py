@@ -19,15 +19,28 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Model loaded and warmed, stores reachable; 503 otherwise")
+@router.get(
+    "/ready",
+    summary='Model loaded and SQL reachable: 200 ("degraded" when only the hot tier is down); 503 otherwise',
+)
 async def ready(services: Services = Depends(get_services)):
+    """Answers within about a second whatever the stores do (each ping is bounded).
+
+    A hot tier that is down is 200 with `"status": "degraded"` naming it: the server still answers
+    every request (from SQL), so it must stay in rotation. SQL down or the model not loaded is 503.
+    """
     stores = await services.cache.ping()
     if services.pipeline is None:
         raise NotReady(services.startup_error or "model is loading")
-    down = [name for name, ok in stores.items() if not ok]
-    if down:
-        raise NotReady(f"store(s) unreachable: {', '.join(down)}")
-    return FastJSONResponse({"status": "ready", "model": services.backend.identity.model, "stores": stores})
+    durable = services.cache.durable.name
+    if not stores.get(durable, False):
+        raise NotReady(f"store(s) unreachable: {durable}")
+    degraded = [name for name, ok in stores.items() if not ok]
+    body = {"status": "degraded" if degraded else "ready", "model": services.backend.identity.model, "stores": stores}
+    if degraded:
+        body["degraded"] = degraded
+        body["detail"] = f"{', '.join(degraded)} unreachable: serving from {durable} (slower, still correct)"
+    return FastJSONResponse(body)
 
 
 @router.get("/info", summary="Served model, defaults and request limits (clients size their batches from this)")
@@ -46,6 +59,7 @@ async def info(services: Services = Depends(get_services)):
                 "dim": identity.dim,
                 "num_hidden_states": identity.num_hidden_states,
                 "max_positions": identity.max_positions,
+                "min_length": identity.min_length,  # the smallest max_length: special tokens + 1
                 "device": str(services.backend.device),
             },
             "defaults": default_embed_options(settings).model_dump(exclude_none=True),

@@ -12,20 +12,21 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ...embedding.options import EmbedOptions
 from ...pipeline import EmbedPipeline
 from ...render import RenderOptions
-from ...specs import CodeSpec
+from ...specs import CodeSpec, code_text_problem
 from ..deps import get_pipeline, get_services
 from ..responses import FastJSONResponse
+from ..schemas import RequestBody
 from ..state import Services
 
 router = APIRouter(tags=["openai"])
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(RequestBody):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     input: str | list[str] | list[int] | list[list[int]] = Field(..., description="Text(s) to embed.")
@@ -76,12 +77,9 @@ async def embeddings(
     if len(texts) > settings.max_items_per_request:
         return openai_error(413, f"{len(texts)} inputs exceed the limit of {settings.max_items_per_request}", "input")
     for index, text in enumerate(texts):
-        if not text:
-            return openai_error(422, f"input[{index}] is empty", "input")
-        if len(text) > settings.max_code_chars:
-            return openai_error(
-                422, f"input[{index}] is {len(text)} characters, over the limit of {settings.max_code_chars}", "input"
-            )
+        problem = code_text_problem(text, settings.max_code_chars)
+        if problem:
+            return openai_error(422, f"input[{index}] {problem}", "input")
     dim = pipeline.backend.identity.dim
     if body.dimensions is not None and body.dimensions > dim:
         return openai_error(422, f"dimensions {body.dimensions} exceeds the model's {dim}", "dimensions")

@@ -38,7 +38,14 @@ ERRORS = {
 }
 
 
+def plausible_id(study_id: str) -> bool:
+    """Ids are hex; anything else (a NUL from `%00`, which PostgreSQL text refuses) is not looked up at all."""
+    return 0 < len(study_id) <= 64 and study_id.isascii() and study_id.isalnum()
+
+
 async def load_study(study_id: str, owner: str | None, studies: StudyService) -> StudyRecord:
+    if not plausible_id(study_id):
+        raise ApiError(404, f"study {study_id!r} not found")
     try:
         return await studies.get(study_id, owner)
     except StudyNotFound:
@@ -147,7 +154,7 @@ async def delete_study(
     owner: Annotated[str | None, Depends(get_owner)],
     studies: Annotated[StudyService, Depends(get_studies)],
 ):
-    if not await anyio.to_thread.run_sync(studies.repo.delete, study_id, owner):
+    if not plausible_id(study_id) or not await anyio.to_thread.run_sync(studies.repo.delete, study_id, owner):
         raise ApiError(404, f"study {study_id!r} not found")
     studies.forget(study_id)
     return Response(status_code=204)
@@ -198,7 +205,7 @@ async def list_observations(
     owner: Annotated[str | None, Depends(get_owner)],
     studies: Annotated[StudyService, Depends(get_studies)],
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # what SQL OFFSET takes
 ):
     study = await load_study(study_id, owner, studies)
     records = await anyio.to_thread.run_sync(studies.repo.observations, study.id, limit, offset)
