@@ -38,6 +38,11 @@ app = typer.Typer(help=__doc__, no_args_is_help=True)
 METHODS = ("bananas-cole", "bananas-path", "rea", "random")
 THRESHOLDS = (0.98, 0.99, 0.995)
 LABELS = {"bananas-cole": "BANANAS-COLE", "bananas-path": "BANANAS-path", "rea": "REA", "random": "random"}
+VALUES = {
+    "nb201": "NATS-Bench 200-epoch test accuracies (seed mean)",
+    "nb101": "NASLib's NB101 subset: CIFAR-10 validation accuracy at 108 epochs, averaged over isomorphic duplicates",
+    "darts": "NASLib's NB301 subset: CIFAR-10 accuracy predicted by the NB301 surrogate model",
+}
 POOL_DATASET = "cifar10"  # the NASLib pools hold CIFAR-10 accuracies only
 
 
@@ -254,7 +259,7 @@ def report(
         f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}, Python {platform.python_version()}; "
         f"generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "Values are NATS-Bench 200-epoch test accuracies (seed mean). `mean curve`: first evaluation at which the "
+        f"Values are {VALUES[space]}. `mean curve`: first evaluation at which the "
         "mean best-so-far curve reaches the target, with the evaluations at which the upper and lower 95% "
         "bootstrap band reach it in brackets. `median run`: median over runs of the first evaluation reaching "
         "the target (95% bootstrap CI). `>B`: not reached within the budget B. `to optimum`: evaluations until "
@@ -299,7 +304,7 @@ def report(
             ax.fill_between(x, np.maximum(optimum - s["hi"], floor), np.maximum(optimum - s["lo"], floor), alpha=0.2)
         lines.append("")
         ax.set_yscale("log")
-        ax.set_title(f"{dataset}: optimum − mean best-so-far")
+        ax.set_title(f"{space} {dataset}: optimum − mean best-so-far")
         ax.set_xlabel("evaluations")
         ax.set_ylabel("regret (accuracy points)")
         for t in THRESHOLDS:
