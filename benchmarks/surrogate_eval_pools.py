@@ -51,9 +51,10 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_NPY = HERE / "out" / "embeddings"
 SIZES = (16, 32, 64, 128, 256)
-FEATURES = ("cole", "adjacency", "path", "zc", "cole+adjacency", "cole+path", "cole+zc", "cole+path+zc")
+FEATURES = ("cole", "adjacency", "path", "zc", "cole+path", "cole+zc")
 TITLES = {
-    "nb101": "NAS-Bench-101 (500 cells, CIFAR-10 validation accuracy at 108 epochs)",
+    "nb101": "NAS-Bench-101 (NASLib's 500 cells = 292 isomorphism classes, values averaged; CIFAR-10 validation "
+    "accuracy at 108 epochs; at n=256 only 36 test architectures remain)",
     "darts": "DARTS / NAS-Bench-301 (725 genotypes, NB301 surrogate accuracy)",
 }
 PUBLISHED = {
@@ -131,7 +132,14 @@ def split(features: str, data: dict[str, np.ndarray]) -> tuple[np.ndarray | None
 
 
 # --- protocol -----------------------------------------------------------------------------------------
-def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress) -> list[dict]:
+def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress, log: Path | None = None) -> list[dict]:
+    """Every (fold, n, feature set, head) fit; rows already in `log` (a JSON-lines file) are reused, new ones
+    appended as they finish, so a stopped run resumes where it was."""
+    done = {}
+    if log is not None and log.is_file():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["dataset"], r["features"], r["head"], r["n"], r["fold"])] = r
     rows = []
     for fold in range(folds):
         rng = np.random.default_rng([seed, fold, len(y)])
@@ -141,6 +149,10 @@ def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress
             for feature in features:
                 cole, struct = split(feature, data)
                 for head_name, head in heads.items():
+                    if (space, feature, head_name, n, fold) in done:
+                        rows.append(done[(space, feature, head_name, n, fold)])
+                        progress()
+                        continue
                     config = config_for(feature, head).model_copy(update={"seed": fold})
                     started = time.perf_counter()
                     model = Surrogate(config).fit(
@@ -168,6 +180,9 @@ def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress
                             "std_min": float(std.min()),
                         }
                     )
+                    if log is not None:
+                        with log.open("a") as handle:
+                            handle.write(json.dumps(rows[-1]) + "\n")
                     progress()
     return rows
 
@@ -181,7 +196,7 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
         "code, all-MiniLM-L6-v2 mean-pooled hidden state 5, PCA-64 fitted on the unlabelled subset); `adjacency`,",
         "`path` = the space's structural encodings; `zc` = NASLib's zero-cost proxies for these architectures",
         "(sign-log, standardised). Heads: `default` = `SurrogateConfig().head` (MLP ensemble, MSE + ranking loss),",
-        "`gp` = Matern 5/2 GP. Published reference (best of GIN / FLAN-family predictors, test sets of thousands of",
+        "`gp` = Matern 5/2 GP (with `--gp`). Published reference (best of GIN / FLAN-family predictors, test sets of thousands of",
         "architectures, not ours): "
         + "; ".join(f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces)
         + ".",
@@ -264,6 +279,7 @@ def main(
     out: Annotated[Path, typer.Option()] = RESULTS / "surrogate_eval_pools.md",
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
+    report_only: Annotated[bool, typer.Option(help="Only (re)write the table from the raw log.")] = False,
 ) -> None:
     """Rank held-out NB101 / DARTS architectures with COLE, structural and zero-cost-proxy surrogates."""
     import warnings
@@ -287,13 +303,15 @@ def main(
         inputs[space] = (blocks(pool, npy_dir), np.asarray(pool.accuracy, dtype=np.float64))
     total = len(spaces_t) * folds * len(sizes_t) * len(features_t) * len(heads)
     rows = []
+    raw = npy_dir.parent / "surrogate_eval_pools_rows.jsonl"  # raw scores, appended per fit (resumable)
+    raw.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(total=total, unit="fit", dynamic_ncols=True) as bar:
         for space in spaces_t:
             data, y = inputs[space]
-            rows += run_space(space, data, y, features_t, heads, sizes_t, folds, seed, bar.update)
-    raw = npy_dir.parent / "surrogate_eval_pools_rows.jsonl"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            rows += run_space(space, data, y, features_t, heads, sizes_t, folds, seed, bar.update, raw)
+    if report_only:  # every space in the log, e.g. after separate runs per space
+        rows = [json.loads(line) for line in raw.read_text().splitlines()]
+        rows = [r for r in rows if r["features"] in features_t and r["head"] in heads]
     summary = summarise(rows)
     wall = time.time() - started
     header = [

@@ -115,6 +115,16 @@ def test_acquisition_functions():
     assert wins == 50
 
 
+def test_expected_improvement_batches_believe_each_pick_at_its_mean():
+    """Kriging believer: once the first pick is believed at 2.0, a near-copy at 1.9 improves on nothing,
+    and the uncertain candidate is worth more; a plain top-n of EI would pick the two near-copies."""
+    rng = random.Random(0)
+    means, stds = [2.0, 1.9, 0.0], [0.01, 0.01, 2.0]
+    assert choose(means, stds, 1, "ei", rng, best=0.0) == [0]
+    assert choose(means, stds, 2, "ei", rng, best=0.0) == [0, 2]
+    assert choose(means, stds, 3, "ei", rng, best=0.0)[:2] == [0, 2]
+
+
 # --- against a real server ----------------------------------------------------------------------
 CELLS = [c.to_string() for c in list(SPACE.all_cells())[3::1777][:8]]
 
@@ -169,6 +179,45 @@ def test_bananas_ask_tell_shared_by_two_workers(default_server):
         with pytest.raises(ValidationError) as info:
             client.observe(study.id, [(first[0], value(first[0])), ("|bad~0|", 1.0)])
         assert info.value.errors[0]["index"] == 1
+
+
+@pytest.mark.integration
+def test_bananas_dispatches_before_results_and_believes_pending_trials(default_server):
+    """Asynchronous workers on the default NB201 study: dispatch 10, refill 2, one result, refill 2 more;
+    then, with trials still pending, the surrogate phase never re-proposes them and believes them at the
+    surrogate's mean. A cell measured twice counts once, at its mean."""
+
+    def value(arch: str) -> float:
+        ops = SPACE.parse(arch).ops
+        return 50 + 3 * ops.count("nor_conv_3x3") - 2 * ops.count("none")
+
+    def canon(archs) -> list[str]:
+        return [SPACE.canonical(SPACE.parse(a)) for a in archs]
+
+    with Client(default_server.url, timeout=300) as client:
+        study = client.create_study("async-workers", objective="test_acc")  # every option at its default
+        search = Bananas(study, seed=0)
+        first = search.ask(10)
+        second = search.ask(2)  # no result yet
+        assert len(first) == 10 and len(second) == 2 and len(set(canon(first + second))) == 12
+        search.tell(first[0], value(first[0]))
+        third = search.ask(2)  # one result, 11 pending: random new cells, nothing pending proposed again
+        assert len(third) == 2 and len(set(canon(first + second + third))) == 14
+        for arch in first[1:] + second:
+            search.tell(arch, value(arch))
+        fourth = search.ask(3)  # 12 results, `third` pending: the surrogate chooses
+        assert len(fourth) == 3 and len(set(canon(first + second + third + fourth))) == 17
+        assert set(search.believed) == set(canon(third))
+        direct = client.predict(study.id, third).predictions
+        believed = [search.believed[k][1] for k in canon(third)]
+        assert believed == pytest.approx([p.mean for p in direct], abs=1e-6)
+
+        client.observe(study.id, [(first[1], value(first[1]) + 2.0, {"seed": 2})])  # a second run of one cell
+        search.sync()
+        assert search.observed[canon([first[1]])[0]][1] == pytest.approx(value(first[1]) + 1.0)
+        for arch in third + fourth:
+            search.tell(arch, value(arch))
+        assert search.pending == {} and client.get_study(study.id).n_observations == 18
 
 
 @pytest.mark.integration

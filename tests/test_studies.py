@@ -96,7 +96,6 @@ async def test_bad_observations_store_nothing(services):
         ([ObservationIn(good, 1.0), ObservationIn(_cells(1, 6)[0].to_string(), float("inf"))], 1),
         ([ObservationIn("|nope~0|+|none~0|none~1|+|none~0|none~1|none~2|", 1.0)], 0),
         ([ObservationIn(good, 1.0), ObservationIn({"arch": good, "space": "nb101"}, 2.0)], 1),
-        ([ObservationIn(good, 1.0), ObservationIn(good, 2.0)], 1),  # same spec twice, different values
     ]:
         with pytest.raises(InvalidSpecs) as info:
             await services.studies.observe(study, items, "reject")

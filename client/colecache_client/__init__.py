@@ -9,7 +9,7 @@ with Client("http://localhost:8000") as client:
 __version__ = "0.1.0"
 
 from .bananas import Bananas, SearchResult, choose, expected_improvement
-from .client import AsyncClient, Client, Study
+from .client import AsyncClient, Client, ReferenceWarning, Study
 from .errors import (
     APIError,
     AuthenticationError,
@@ -53,6 +53,7 @@ __all__ = [
     "PredictResult",
     "Prediction",
     "RateLimited",
+    "ReferenceWarning",
     "SearchResult",
     "ServerError",
     "ServiceUnavailable",

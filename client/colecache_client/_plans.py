@@ -26,13 +26,20 @@ from .types import (
 
 @dataclass(frozen=True)
 class Call:
-    """One HTTP request. `retry_unsent_only`: retry only failures that happened before the request was sent."""
+    """One HTTP request. `retry_unsent_only`: retry only failures that happened before the request was sent.
+
+    `items`: how many specs the server may have to embed to answer (a cold call is slow), so the
+    driver lengthens the read timeout by its per-item allowance. `resend_on_timeout`: whether a
+    read timeout may be retried; False for such long calls, whose repeat would start the same work
+    again while the first one is still running."""
 
     method: str
     path: str
     json: Any = None
     params: dict[str, Any] | None = None
     retry_unsent_only: bool = False
+    items: int = 0
+    resend_on_timeout: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ def embed(
                 "embedder": _clean(embedder),
                 "encoding": encoding,
             },
+            items=len(part),
+            resend_on_timeout=False,
         )
         offset = len(items)
         dim, fingerprint = body["dim"], body["fingerprint"]
@@ -161,7 +170,9 @@ def predict(study_id: str, specs: Sequence[Any]) -> Plan:
     predictions: list[Prediction] = []
     body: dict[str, Any] = {}
     for part in chunks(list(specs), limit):
-        body = yield Call("POST", f"/studies/{study_id}/predict", json={"specs": list(part)})
+        body = yield Call(
+            "POST", f"/studies/{study_id}/predict", json={"specs": list(part)}, items=len(part), resend_on_timeout=False
+        )
         offset = len(predictions)
         predictions.extend(
             Prediction(offset + p["index"], p.get("arch"), p["mean"], p["std"]) for p in body["predictions"]

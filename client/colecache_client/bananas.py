@@ -5,9 +5,15 @@ not yet evaluated members of a fixed candidate pool), drops any candidate whose 
 was already observed, asked or picked, scores the rest with the server's surrogate (`/predict`:
 mean and std) and chooses by independent Thompson sampling, UCB or expected improvement. `tell`
 records a result on the server, so several workers can share one study: each one's `ask` sees
-everything any of them has told. Until the study holds 2 observations (the fewest a surrogate
-fits on) and `initial_samples` architectures were asked, `ask` proposes random new ones, so a
+everything any of them has told. Until the study holds 2 distinct architectures (the fewest a
+surrogate fits on) and `initial_samples` architectures were asked, `ask` proposes random new ones, so a
 worker may dispatch many trials before the first result comes back.
+
+Pending trials (asked, not yet told) are never proposed again, and the acquisition treats them as
+observed at the surrogate's mean (a "kriging believer" done client-side, since the surrogate lives
+on the server and is not refitted for a guess): they join the observed cells as mutation parents
+and raise the incumbent of expected improvement, and so does each pick within one `ask(n)`. A
+repeatedly measured architecture (several seeds, or isomorphic cells) counts once, at its mean.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from .types import ObservationsWritten
 
 Acquisition = Literal["its", "ucb", "ei"]
 MIN_OBSERVATIONS = 2
-"""The fewest observations the server fits a surrogate on (below it, /predict answers 409)."""
+"""The fewest distinct architectures the server fits a surrogate on (below it, /predict answers 409)."""
 
 
 def _normal_cdf(z: float) -> float:
@@ -67,12 +73,18 @@ def choose(
         return picked
     if acquisition == "ucb":
         scores = [m + ucb_beta * s for m, s in zip(means, stds)]
-    elif acquisition == "ei":
-        reference = best if best is not None else max(means)
-        scores = [expected_improvement(m, s, reference) for m, s in zip(means, stds)]
-    else:
-        raise ValueError(f"unknown acquisition {acquisition!r} (its, ucb or ei)")
-    return sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:n]
+        return sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:n]
+    if acquisition == "ei":
+        # Sequential: each pick is believed observed at its mean, so it raises the incumbent of the next.
+        incumbent = best if best is not None else max(means)
+        remaining, picked = list(range(len(means))), []
+        for _ in range(n):
+            winner = max(remaining, key=lambda i: expected_improvement(means[i], stds[i], incumbent))
+            picked.append(winner)
+            remaining.remove(winner)
+            incumbent = max(incumbent, means[winner])
+        return picked
+    raise ValueError(f"unknown acquisition {acquisition!r} (its, ucb or ei)")
 
 
 @dataclass
@@ -131,8 +143,10 @@ class Bananas:
         self.ucb_beta = ucb_beta
         self.rng = random.Random(seed)
         self.sign = 1.0 if study.maximize else -1.0
-        self.observed: dict[str, tuple[str, float]] = {}  # canonical -> (arch, value), all workers
+        self.observed: dict[str, tuple[str, float]] = {}  # canonical -> (arch, mean value), all workers
         self.pending: dict[str, str] = {}  # canonical -> arch asked by this worker, not told yet
+        self.believed: dict[str, tuple[str, float]] = {}  # pending canonical -> (arch, surrogate mean), last ask
+        self._values: dict[str, list[float]] = {}  # canonical -> every measured value (seeds, isomorphic cells)
         self._version = -1
 
     # --- state ---------------------------------------------------------------------------------
@@ -141,12 +155,20 @@ class Bananas:
         info = self.study.refresh()
         if info.version == self._version:
             return
+        self.observed, self._values = {}, {}
         for obs in self.study.observations():
-            if obs.arch is None:
-                continue
-            arch = self.space.parse(obs.arch)
-            self.observed[self.space.canonical(arch)] = (obs.arch, obs.value)
+            if obs.arch is not None:
+                self._record(obs.arch, obs.value)
         self._version = info.version
+
+    def _record(self, arch: str, value: float) -> str:
+        """Add one measured value; a class measured several times stands at its mean (as the server fits it)."""
+        key = self.space.canonical(self.space.parse(arch))
+        values = self._values.setdefault(key, [])
+        values.append(value)
+        first = self.observed[key][0] if key in self.observed else arch
+        self.observed[key] = (first, sum(values) / len(values))
+        return key
 
     def _taken(self) -> set[str]:
         return set(self.observed) | set(self.pending)
@@ -183,11 +205,20 @@ class Bananas:
                 out.append(arch)
         return out
 
-    def _candidates(self) -> list:
+    def _believe_pending(self) -> dict[str, tuple[str, float]]:
+        """Each pending trial at the surrogate's predicted mean, standing in for its result until it is told."""
+        if not self.pending:
+            return {}
+        keys = list(self.pending)
+        result = self.study.predict([self.pending[k] for k in keys])
+        return {k: (self.pending[k], p.mean) for k, p in zip(keys, result.predictions)}
+
+    def _candidates(self, known: dict[str, tuple[str, float]]) -> list:
+        """Not yet observed or pending: the pool's rest, or mutations of the best `known` (observed or believed)."""
         if self.pool is not None:
             taken = self._taken()
             return [a for key, a in self.pool.items() if key not in taken]
-        ranked = sorted(self.observed.values(), key=lambda av: self.sign * av[1], reverse=True)
+        ranked = sorted(known.values(), key=lambda av: self.sign * av[1], reverse=True)
         parents = [self.space.parse(a) for a, _ in ranked[: self.parents]]
         taken, pool = self._taken(), []
         for i in range(self.candidates * 4):
@@ -204,22 +235,16 @@ class Bananas:
         return pool
 
     def _acquire(self, n: int) -> list:
-        pool = self._candidates()
+        self.believed = self._believe_pending()
+        known = {**self.believed, **self.observed}
+        pool = self._candidates(known)
         if not pool:
             return []
         result = self.study.predict([self.space.to_string(a) for a in pool])
         means = [self.sign * p.mean for p in result.predictions]
         stds = [p.std for p in result.predictions]
-        best = self.best()
-        picks = choose(
-            means,
-            stds,
-            n,
-            self.acquisition,
-            self.rng,
-            best=None if best is None else self.sign * best[1],
-            ucb_beta=self.ucb_beta,
-        )
+        incumbent = max(self.sign * value for _, value in known.values())
+        picks = choose(means, stds, n, self.acquisition, self.rng, best=incumbent, ucb_beta=self.ucb_beta)
         return [pool[i] for i in picks]
 
     def tell(self, arch: Any, value: float, metadata: dict | None = None) -> ObservationsWritten:
@@ -228,8 +253,10 @@ class Bananas:
         text = self.space.to_string(parsed)
         written = self.study.observe([(text, value, metadata)])
         key = self.space.canonical(parsed)
+        if written.inserted:  # a no-op re-post adds nothing; a replaced value arrives with the next sync
+            self._record(text, value)
         self.pending.pop(key, None)
-        self.observed[key] = (text, value)
+        self.believed.pop(key, None)
         return written
 
     # --- a whole loop --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """NAS-Bench-201 as a tabular oracle: 'train' a cell by looking up its 200-epoch test accuracy.
 
 Reads a NATS-Bench export (`nats_bench.csv`: ArchitectureString, UniqueString and one column per
-dataset) from a folder you point at; no benchmark data ships with this package.
+dataset) from a folder you point at, or from fixed places that do not depend on the current
+directory (`nb201_locations`); no benchmark data ships with this package.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .paths import data_home, source_checkout
 from .spaces import get_space
 
 DATASETS = ("cifar10", "cifar100", "imagenet16-120")
@@ -22,13 +24,42 @@ COLUMNS = {
 CSV_NAME = "nats_bench.csv"
 
 
+def nb201_locations(configured: str | Path | None = None) -> list[tuple[str, Path]]:
+    """Where the NB201 table is looked for, in order, each with how it was chosen.
+
+    An explicit folder (the argument, else `$COLECACHE_NB201_DATA`) is the only place looked: a
+    wrong one is reported, not silently replaced by another copy. Without one, two fixed places
+    that do not depend on the current directory: `<checkout>/../shared/data/nb201` when the SDK
+    runs from a source checkout, then `nb201/` in the user's colecache data folder
+    (`$XDG_DATA_HOME/colecache`, else `~/.local/share/colecache`)."""
+    if configured:
+        return [("argument", Path(configured).expanduser().absolute())]
+    env = os.environ.get("COLECACHE_NB201_DATA", "").strip()
+    if env:
+        return [("$COLECACHE_NB201_DATA", Path(env).expanduser().absolute())]
+    places = []
+    checkout = source_checkout()
+    if checkout is not None:
+        places.append(("beside the source checkout", checkout.parent / "shared" / "data" / "nb201"))
+    places.append(("user data folder", data_home() / "nb201"))
+    return places
+
+
 def find_nb201_dir(configured: str | Path | None = None) -> Path | None:
-    """The folder holding nats_bench.csv: the argument, $COLECACHE_NB201_DATA, or ../shared/data/nb201."""
-    candidates = [configured, os.environ.get("COLECACHE_NB201_DATA"), Path.cwd().parent / "shared" / "data" / "nb201"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / CSV_NAME).is_file():
-            return Path(candidate)
+    """The folder holding nats_bench.csv (see `nb201_locations` for the order), or None."""
+    for _, folder in nb201_locations(configured):
+        if (folder / CSV_NAME).is_file():
+            return folder
     return None
+
+
+def nb201_not_found(configured: str | Path | None = None, what: str = CSV_NAME) -> str:
+    """Why the table was not found: every place looked, so a wrong setting is visible at once."""
+    places = "; ".join(f"{folder} ({how})" for how, folder in nb201_locations(configured))
+    return (
+        f"{what} not found; looked in: {places}. Set COLECACHE_NB201_DATA (or pass the folder) to the folder "
+        f"holding {CSV_NAME}"
+    )
 
 
 @dataclass(frozen=True)
@@ -43,7 +74,7 @@ class NB201Rows:
 def read_nb201(folder: str | Path | None = None) -> NB201Rows:
     found = find_nb201_dir(folder)
     if found is None:
-        raise FileNotFoundError(f"{CSV_NAME} not found; set COLECACHE_NB201_DATA to the folder holding it")
+        raise FileNotFoundError(nb201_not_found(folder))
     arch, unique, acc = [], [], {d: [] for d in DATASETS}
     with (found / CSV_NAME).open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -121,7 +152,7 @@ def read_naslib_pool(space: str, folder: str | Path | None = None) -> NaslibPool
         raise KeyError(f"no NASLib pool for space {space!r} (have: {', '.join(NASLIB_POOLS)})")
     base = find_nb201_dir(folder)
     if base is None:
-        raise FileNotFoundError(f"NASLib subsets not found; set COLECACHE_NB201_DATA (holding {NASLIB_SUBDIR}/)")
+        raise FileNotFoundError(nb201_not_found(folder, f"NASLib subsets ({NASLIB_SUBDIR}/ beside {CSV_NAME})"))
     name, keys = NASLIB_POOLS[space]
     data = json.loads((base / NASLIB_SUBDIR / name).read_text())
     for key in keys:

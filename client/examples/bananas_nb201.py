@@ -3,16 +3,22 @@
     pip install ./client
     python client/examples/bananas_nb201.py --url http://localhost:8000 --dataset cifar100 --budget 60
 
-Without the NB201 table (COLECACHE_NB201_DATA or --data), a synthetic score stands in for training.
+The NB201 table is looked for in --data, else $COLECACHE_NB201_DATA, else ../shared/data/nb201 beside
+a source checkout, else ~/.local/share/colecache/nb201 (never relative to the current directory).
+Without it a synthetic score stands in for training: the run then says so on stderr and in its
+result line, since its numbers are not NAS-Bench-201 accuracies. `--synthetic` asks for it on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from colecache_client import Bananas, Client
-from colecache_client.benchmarks import NB201Oracle, find_nb201_dir
+from colecache_client.benchmarks import NB201Oracle, find_nb201_dir, nb201_not_found
 from colecache_client.spaces import get_space
+
+SYNTHETIC_WARNING = "WARNING: SYNTHETIC OBJECTIVE, NOT NAS-BENCH-201"
 
 
 def synthetic(arch: str) -> float:
@@ -26,16 +32,31 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--dataset", default="cifar100", choices=["cifar10", "cifar100", "imagenet16-120"])
-    parser.add_argument("--data", default=None, help="folder with nats_bench.csv")
+    parser.add_argument("--data", default=None, help="folder with nats_bench.csv (must hold it when given)")
+    parser.add_argument("--synthetic", action="store_true", help="use the synthetic objective even if the table exists")
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    evaluate = NB201Oracle(args.dataset, args.data) if find_nb201_dir(args.data) else synthetic
+    if args.synthetic:
+        evaluate, objective = synthetic, "synthetic (--synthetic)"
+    elif find_nb201_dir(args.data):
+        evaluate, objective = NB201Oracle(args.dataset, args.data), f"NAS-Bench-201 {args.dataset} test accuracy"
+    elif args.data:  # asked for a table that is not there: an error, not a silent stand-in
+        parser.error(nb201_not_found(args.data))
+    else:
+        evaluate, objective = synthetic, f"synthetic stand-in ({nb201_not_found()})"
+        print(
+            f"{SYNTHETIC_WARNING}: the NAS-Bench-201 table was not found, so a made-up score stands in for "
+            f"training and every number below is meaningless as an accuracy.\n  {nb201_not_found()}",
+            file=sys.stderr,
+            flush=True,
+        )
     with Client(args.url, api_key=args.api_key) as client:
         client.wait_ready()
-        study = client.create_study(f"example-{args.dataset}-seed{args.seed}", objective=f"{args.dataset}_test_acc")
+        name = "synthetic_score" if evaluate is synthetic else f"{args.dataset}_test_acc"
+        study = client.create_study(f"example-{args.dataset}-seed{args.seed}", objective=name)
         search = Bananas(study, seed=args.seed)
 
         def report(arch: str, value: float) -> None:
@@ -44,7 +65,11 @@ def main() -> None:
         result = search.run(evaluate, budget=args.budget, batch_size=args.batch_size, on_result=report)
     optimum = getattr(evaluate, "optimum", None)
     gap = f" ({100 * result.best_value / optimum:.2f}% of the optimum {optimum:.2f})" if optimum else ""
-    print(f"best after {len(result.history)} evaluations: {result.best_value:.3f}{gap}\n{result.best_arch}")
+    flag = f"  [{SYNTHETIC_WARNING}]" if evaluate is synthetic else ""
+    print(f"best after {len(result.history)} evaluations: {result.best_value:.3f}{gap}{flag}\n{result.best_arch}")
+    print(f"objective: {objective}")
+    if evaluate is synthetic:
+        print(SYNTHETIC_WARNING, file=sys.stderr, flush=True)  # again at the end, where a reader looks
 
 
 if __name__ == "__main__":

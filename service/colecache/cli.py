@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,8 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    # Say which store this server uses: a surprising one (another data dir) is then visible at once.
+    logging.getLogger("colecache.cli").info("durable tier: %s", _store_name(settings.resolved_database_url))
     uvicorn.run(
         "colecache.api.app:create_app",
         factory=True,
@@ -40,6 +43,12 @@ def serve(
         access_log=False,  # our access log carries request ids (colecache.access)
         timeout_graceful_shutdown=settings.timeout_graceful_shutdown_s,
     )
+
+
+def _store_name(url: str) -> str:
+    """A database URL without its credentials (`user:password@` is dropped)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.split("@")[-1] if sep else url
 
 
 @app.command()
@@ -71,7 +80,7 @@ def migrate() -> None:
 
     url = get_settings().resolved_database_url
     run(url)
-    typer.echo(f"migrated {url.split('@')[-1]}")
+    typer.echo(f"migrated {_store_name(url)}")
 
 
 def _options(primitives: str, context: str, dataset: str, canonical: bool):
@@ -180,6 +189,19 @@ def embed(
         typer.echo(json.dumps({k: item[k] for k in ("index", "arch", "source", "n_tokens", "truncated", "embedding")}))
 
 
+# What `precompute` fills unless told otherwise: the options a default study reads (STUDY_RENDER and
+# STUDY_EMBEDDER in studies/defaults.py; a test keeps these in step). Spelled out here because
+# importing that module loads torch, and `--help` should not take seconds.
+PRECOMPUTE_DEFAULTS = {
+    "primitives": "exclude_helper",
+    "context": "none",
+    "dataset": "cifar10",
+    "canonical": True,
+    "pooling": "mean",
+    "layer": 5,
+}
+
+
 @app.command()
 def precompute(
     space: Annotated[str, typer.Option(help="Search space to enumerate.")] = "nb201",
@@ -191,31 +213,57 @@ def precompute(
             "spaces too large to enumerate: e.g. a search's candidate pool.",
         ),
     ] = None,
-    primitives: Annotated[Primitives, typer.Option()] = "exclude_helper",
-    context: Annotated[Context, typer.Option()] = "none",
-    dataset: Annotated[Dataset, typer.Option()] = "cifar10",
+    primitives: Annotated[
+        Primitives | None, typer.Option(help="Default: exclude_helper (the default study's).", show_default=False)
+    ] = None,
+    context: Annotated[
+        Context | None, typer.Option(help="Default: none (the default study's).", show_default=False)
+    ] = None,
+    dataset: Annotated[
+        Dataset | None, typer.Option(help="Default: cifar10 (the default study's).", show_default=False)
+    ] = None,
     pooling: Annotated[
-        list[str] | None, typer.Option(help="Read-out(s) to cache; repeat to fill several from one forward.")
+        list[str] | None,
+        typer.Option(
+            help="Read-out(s) to cache; repeat to fill several from one forward. Default: mean (the default study's).",
+            show_default=False,
+        ),
     ] = None,
     layer: Annotated[
         list[int] | None,
-        typer.Option(help="Hidden-state index (default COLECACHE_LAYER); repeat to cache several layers at once."),
+        typer.Option(
+            help="Hidden-state index; repeat to cache several layers at once. Default: 5 (the default study's; "
+            "-1 is the last layer).",
+            show_default=False,
+        ),
     ] = None,
     max_length: Annotated[int | None, typer.Option(help="Token limit (default COLECACHE_MAX_LENGTH).")] = None,
-    normalize: Annotated[bool | None, typer.Option(help="L2-normalise.")] = None,
+    normalize: Annotated[bool | None, typer.Option(help="L2-normalise (default COLECACHE_NORMALIZE).")] = None,
     canonical: Annotated[
-        bool, typer.Option(help="Render isomorphism-class representatives (what studies use by default).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--canonical/--no-canonical",
+            help="Render isomorphism-class representatives. Default: --canonical (the default study's).",
+            show_default=False,
+        ),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Fill a running server's cache over HTTP instead.")] = None,
     chunk: Annotated[int, typer.Option(help="Specs per request with --url.")] = 256,
 ) -> None:
-    """Embed every cell of a search space into the cache (resumable: cached cells are skipped)."""
+    """Embed every cell of a search space into the cache (resumable: cached cells are skipped).
+
+    Every option defaults to what a default study (`POST /studies` without render/embedder) reads:
+    canonical exclude_helper/none code, mean pooling of hidden state 5. So `colecache precompute
+    --space nb201` gives default studies their whole-space reference; a study with other options
+    needs the same options here.
+    """
     from colecache_client.spaces import SpecError, get_space
     from tqdm import tqdm
 
-    render_options = {"primitives": primitives, "context": context, "dataset": dataset, "canonical": canonical}
-    poolings = pooling or [None]
-    layers = layer or [None]
+    given = {"primitives": primitives, "context": context, "dataset": dataset, "canonical": canonical}
+    render_options = {k: PRECOMPUTE_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    poolings = pooling or [PRECOMPUTE_DEFAULTS["pooling"]]
+    layers = layer or [PRECOMPUTE_DEFAULTS["layer"]]
     try:
         archs = _read_archs(space, archs_file) if archs_file else list(get_space(space).all_cells())
     except (SpecError, NotImplementedError, OSError) as exc:
@@ -223,6 +271,11 @@ def precompute(
             f"cannot precompute {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True
         )
         raise typer.Exit(2) from None
+    typer.echo(
+        f"precompute {space}: render {render_options}, pooling {', '.join(poolings)}, "
+        f"layer {', '.join(map(str, layers))}",
+        err=True,
+    )
     if url:
         for one_layer in layers:
             _precompute_over_http(url, space, archs, render_options, poolings, one_layer, max_length, normalize, chunk)
@@ -231,7 +284,9 @@ def precompute(
     from .local import local_services
     from .precompute import precompute_space
     from .render import RenderOptions
+    from .settings import get_settings
 
+    typer.echo(f"cache: {_store_name(get_settings().resolved_database_url)}", err=True)
     readouts = [
         EmbedOptions(pooling=p, layer=one_layer, max_length=max_length, normalize=normalize)
         for p in poolings

@@ -191,6 +191,8 @@ class EmbedPipeline:
     ) -> dict[bytes, EmbeddingRecord | Exception]:
         """Tokenize off the event loop (unless already done), run through the batch queue, commit, return.
 
+        Vectors are committed forward by forward as they come back, not once the whole request is done:
+        what was computed stays stored when the request ends early (a shutdown's grace period running out).
         An item the model failed on maps to its exception; the others are committed and served anyway.
         """
         texts = [code_of[k].code for k in keys]
@@ -199,16 +201,26 @@ class EmbedPipeline:
         else:
             tokens = await asyncio.to_thread(self.backend.tokenize, texts, fingerprint.max_length)
         batch = [BatchItem(t, fingerprint.pooling, fingerprint.layer, fingerprint.normalize) for t in tokens]
-        vectors = await self.queue.submit(batch, return_exceptions=True)
-        failed: dict[bytes, EmbeddingRecord | Exception] = {}
-        rows, versions = [], []
-        for key, vector, token in zip(keys, vectors, tokens):
-            if isinstance(vector, Exception):
-                failed[key] = vector
-            elif isinstance(vector, BaseException):  # cancelled: this request is going away
-                raise vector
-            else:
-                rows.append((key, EmbeddingRecord(vector, token.n_tokens, token.truncated)))
-                versions.append(code_of[key].renderer_version)
-        stored = await self.cache.put_many(rows, fingerprint.as_dict(), versions) if rows else {}
-        return {**stored, **failed}
+        futures = self.queue.enqueue(batch)
+        position = {future: i for i, future in enumerate(futures)}
+        results: dict[bytes, EmbeddingRecord | Exception] = {}
+        waiting = set(futures)
+        try:
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                rows, versions = [], []
+                for future in sorted(done, key=position.__getitem__):
+                    key, token = keys[position[future]], tokens[position[future]]
+                    if future.cancelled():
+                        raise asyncio.CancelledError()
+                    if future.exception() is not None:
+                        results[key] = future.exception()
+                    else:
+                        rows.append((key, EmbeddingRecord(future.result(), token.n_tokens, token.truncated)))
+                        versions.append(code_of[key].renderer_version)
+                if rows:
+                    results.update(await self.cache.put_many(rows, fingerprint.as_dict(), versions))
+        finally:
+            for future in waiting:  # this request is going away: the queue skips what it no longer needs
+                future.cancel()
+        return results

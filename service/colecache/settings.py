@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from colecache_client.paths import data_home
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,7 +40,11 @@ class Settings(BaseSettings):
     normalize: bool = Field(False, description="L2-normalise vectors.")
 
     # --- storage -----------------------------------------------------------------------------
-    data_dir: Path = Field(Path(".colecache"), description="Where the default SQLite file and small state live.")
+    data_dir: Path = Field(
+        default_factory=data_home,
+        description="Where the default SQLite file and small state live: `$XDG_DATA_HOME/colecache`, else "
+        "`~/.local/share/colecache`, whatever the current directory (a relative value is resolved once, at start).",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the durable tier; default `sqlite:///<data_dir>/colecache.db`."
     )
@@ -77,7 +82,11 @@ class Settings(BaseSettings):
         None, description="Comma-separated API keys; when set (or a keys file is), every route but /health needs one."
     )
     api_keys_file: Path | None = Field(None, description="File with one API key per line (`#` comments allowed).")
-    metrics_auth: bool = Field(False, description="Require an API key for /metrics too (default: open to scrapers).")
+    metrics_auth: bool = Field(
+        True,
+        description="With API keys set, /metrics needs one too (Prometheus sends it as a bearer token); `false` opens "
+        "/metrics to anyone who can reach the port.",
+    )
 
     # --- benchmark data ----------------------------------------------------------------------
     nb201_data: Path | None = Field(
@@ -93,7 +102,8 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+        # Absolute from here on, so every log line and component names the same folder.
+        return value.expanduser().absolute()
 
     def api_key_list(self) -> list[str]:
         """Every configured key (environment and file), without blanks or comments."""

@@ -8,7 +8,7 @@ import uuid
 
 from fastapi import APIRouter, Depends
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
@@ -74,7 +74,12 @@ class ObservabilityMiddleware:
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", summary="Prometheus metrics of this process", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process (with API keys set, it needs one unless COLECACHE_METRICS_AUTH=false)",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {}}}},
+)
 async def prometheus_metrics(services: Services = Depends(get_services)) -> Response:
     if services.queue is not None:
         metrics.QUEUE_DEPTH.set(services.queue.depth)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import HTTPException, Request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..embedding.options import EmbedOptions
 from ..render.options import RenderOptions
@@ -13,12 +15,55 @@ from ..studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
 from ..surrogate import SurrogateConfig
 
 MAX_CANDIDATES = 100_000
+MAX_OBJECTIVE = 1e30  # observed values the surrogate heads fit without overflow (measured: all three to 1e38)
 
 SPEC_DOC = (
     "An architecture in the search space's own spelling (NB201: `|nor_conv_3x3~0|+|...|` or 6 op indices; "
     "nb101, darts, einspace, graph: see `/info` and the README), "
     '`{"arch": <string, list or object>, "space": "<name>"}`, or `{"code": "<PyTorch source>"}` embedded verbatim.'
 )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return type(value).__name__
+
+
+def _spec_shape(value: Any) -> Any:
+    """Every space spells an architecture as a string, a list or an object: refuse the rest by shape, so the
+    schema (which says so) and the server agree on `{"specs": [null]}`."""
+    if isinstance(value, (str, list, dict)):
+        return value
+    raise PydanticCustomError(
+        "spec_type", "a spec is a string, a list or an object, not {kind}", {"kind": _json_type(value)}
+    )
+
+
+SpecValue = Annotated[
+    Any,
+    BeforeValidator(_spec_shape),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "object"}], "description": SPEC_DOC}),
+]
+
+
+async def json_body(request: Request) -> None:
+    """415 for a body that is not sent as JSON: FastAPI would read it as bytes and answer a puzzling 422.
+
+    A route dependency, so it runs after the body is read (a JSON body that is not UTF-8 is a 400) and
+    before it is validated."""
+    headers = request.headers
+    if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+        return  # no body: the 422 names the missing fields
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise HTTPException(
+            415, f"request body must be JSON: send 'Content-Type: application/json' (got {media or 'none'!r})"
+        )
 
 
 # --- what every JSON body must satisfy before any field is read ---------------------------------
@@ -144,7 +189,7 @@ class RequestBody(BaseModel):
 class EmbedRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    specs: list[Any] = Field(..., min_length=1, description=SPEC_DOC)
+    specs: list[SpecValue] = Field(..., min_length=1, description=SPEC_DOC)
     space: str = Field("nb201", description="Search space of specs that do not name one.")
     render: RenderOptions = Field(default_factory=RenderOptions)
     embedder: EmbedOptions = Field(default_factory=EmbedOptions)
@@ -196,7 +241,7 @@ class StudyCreate(RequestBody):
     render: RenderOptions = Field(default_factory=lambda: STUDY_RENDER)
     embedder: EmbedOptions = Field(default_factory=lambda: STUDY_EMBEDDER)
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig, description="Features and head.")
-    candidates: list[Any] | None = Field(
+    candidates: list[SpecValue] | None = Field(
         None,
         max_length=MAX_CANDIDATES,
         description="Unlabelled architectures the search draws from (a pool). In spaces too large to enumerate the "
@@ -207,7 +252,7 @@ class StudyCreate(RequestBody):
 class CandidatesPut(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    specs: list[Any] | None = Field(..., max_length=MAX_CANDIDATES, description="The pool, or null to clear it.")
+    specs: list[SpecValue] | None = Field(..., max_length=MAX_CANDIDATES, description="The pool, or null to clear it.")
 
 
 class StudyOut(BaseModel):
@@ -229,8 +274,14 @@ class StudyOut(BaseModel):
 class ObservationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    spec: Any = Field(..., description=SPEC_DOC)
-    value: float = Field(..., description="The objective's value (finite).")
+    spec: SpecValue = Field(..., description=SPEC_DOC)
+    value: float = Field(
+        ...,
+        ge=-MAX_OBJECTIVE,
+        le=MAX_OBJECTIVE,
+        description="The objective's value: finite, at most 1e30 in magnitude (past about 1e38 the surrogate heads' "
+        "squared errors overflow and every prediction would be NaN).",
+    )
     metadata: dict[str, Any] | None = None
 
 
@@ -259,7 +310,7 @@ class ObservationsWritten(BaseModel):
 class PredictRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    specs: list[Any] = Field(..., min_length=1, description=SPEC_DOC)
+    specs: list[SpecValue] = Field(..., min_length=1, description=SPEC_DOC)
 
 
 class PredictionItem(BaseModel):
@@ -273,6 +324,166 @@ class PredictResponse(BaseModel):
     study_id: str
     surrogate_version: int = Field(..., description="Study version the surrogate was fitted on.")
     n_observations: int
-    reference: Literal["space", "observed"] = Field(..., description="What the feature reduction was fitted on.")
+    reference: Literal["space", "candidates", "observed"] = Field(
+        ...,
+        description="What the feature reduction was fitted on: the whole space, the study's candidates, or the "
+        "observed cells.",
+    )
     fit_seconds: float
     predictions: list[PredictionItem]
+
+
+# --- other answers (documentation: the routes write these bodies themselves) --------------------
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "degraded"] = Field(..., description="`degraded`: the hot tier is down, SQL serves.")
+    model: str
+    stores: dict[str, bool] = Field(..., description="Reachability per store (`redis` or `memory`, and `sql`).")
+    degraded: list[str] | None = Field(None, description="The stores that are down (only when degraded).")
+    detail: str | None = None
+
+
+class ModelInfo(BaseModel):
+    model: str
+    revision: str
+    dtype: str
+    dim: int
+    num_hidden_states: int
+    max_positions: int
+    min_length: int = Field(..., description="The smallest `max_length`: the special tokens + 1.")
+    device: str
+
+
+class InfoOut(BaseModel):
+    ready: bool
+    model: ModelInfo | None = Field(..., description="null while the model loads.")
+    defaults: dict[str, Any] = Field(..., description="Embedder options a request that sets none gets.")
+    limits: dict[str, int] = Field(..., description="`max_items_per_request`, `max_body_bytes`, `max_code_chars`.")
+    hot_tier: str
+    spaces: dict[str, dict[str, Any]] = Field(..., description="Every registered search space, described.")
+    space_load_errors: dict[str, str] = Field(..., description="Space plugins that failed to load, and why.")
+
+
+class StudySummary(BaseModel):
+    id: str
+    name: str
+    space: str
+    version: int
+
+
+class StudyList(BaseModel):
+    studies: list[StudySummary]
+
+
+class CandidatesOut(BaseModel):
+    study_id: str
+    version: int
+    specs: list[Any] = Field(..., description="The candidate pool as it was sent (empty when none).")
+
+
+class CandidatesWritten(BaseModel):
+    study_id: str
+    version: int
+    n_candidates: int
+
+
+class ObservationOut(BaseModel):
+    id: int
+    spec: Any = Field(..., description="The spec as it was sent.")
+    arch: str | None = Field(..., description="The architecture in its space's spelling (null for code specs).")
+    value: float
+    metadata: dict[str, Any] | None
+    created_at: str | None = Field(..., description="ISO 8601.")
+    updated_at: str | None = Field(..., description="ISO 8601; set when `on_conflict: replace` changed the value.")
+
+
+class ObservationsPage(BaseModel):
+    study_id: str
+    version: int
+    observations: list[ObservationOut]
+
+
+# --- OpenAI-compatible routes ----------------------------------------------------------------------
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIModel]
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(..., description="Floats, or base64 of little-endian float32.")
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddings(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI's error shape (what its SDK reads), plus colecache's per-field `errors` on validation errors."""
+
+    error: OpenAIErrorDetail
+    errors: list[ErrorItem] | None = None
+
+
+# --- status codes, declared per route: the OpenAPI document lists every answer a route can give ----
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (the SDK honours it).",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body could not be read as JSON text (for example, not UTF-8)"},
+    404: {"model": ErrorBody, "description": "No such study (for this API key)"},
+    409: {"model": ErrorBody, "description": "Conflict"},
+    413: {"model": ErrorBody, "description": "Too many items, or a body over `COLECACHE_MAX_BODY_BYTES`"},
+    415: {"model": ErrorBody, "description": "The body is not sent as `application/json`"},
+    422: {"model": ErrorBody, "description": "Invalid field or item: `errors` names each one (`field`, `index`)"},
+    429: {
+        "model": ErrorBody,
+        "description": "Embedding queue full: nothing of the request was queued; retry after `Retry-After`",
+        "headers": RETRY_AFTER,
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "Model still loading, SQL store unreachable, or server shutting down (work it did not "
+        "finish was not acknowledged; what it computed is stored): retry after `Retry-After`",
+        "headers": RETRY_AFTER,
+    },
+}
+BODY_ERRORS = (400, 413, 415, 422)  # any route that reads a JSON body
+
+
+def responses(*codes: int, described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the standard error answers for `codes`, with route-specific descriptions."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {**ERROR_RESPONSES[code], **({"description": described[code]} if code in (described or {}) else {})}
+    return out

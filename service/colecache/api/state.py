@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -34,10 +37,77 @@ class Services:
     studies: StudyService | None = None
     startup_error: str | None = None
     loader: asyncio.Task | None = field(default=None, repr=False)
+    stopping: bool = False  # the server was told to stop (SIGTERM / SIGINT)
 
     @property
     def ready(self) -> bool:
         return self.pipeline is not None
+
+    def begin_shutdown(self) -> None:
+        """The server stops taking connections and waits `timeout_graceful_shutdown_s` for the requests in
+        flight. Plan to give up the queued work shortly before that wait ends (see `give_up_queued_work`)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        delay = drain_deadline_s(self.settings.timeout_graceful_shutdown_s)
+        log.info("shutting down: queued embeddings not computed within %.1f s will be answered with 503", delay)
+        asyncio.get_running_loop().call_later(delay, self.give_up_queued_work)
+
+    def give_up_queued_work(self) -> None:
+        """Fail every item not yet computed, so its request answers 503 with Retry-After while it still can.
+
+        Without this, the server cancels such requests when its grace period ends and the client gets a
+        bare 500 (or a reset). Vectors already computed were committed as their forwards finished."""
+        if self.queue is None:
+            return
+        failed = self.queue.abandon(
+            "server shutting down: not computed within the shutdown grace period; retry "
+            "(the vectors computed so far are stored)"
+        )
+        if failed:
+            log.warning("shutdown grace period ending: %d queued item(s) answered with 503", failed)
+
+
+def drain_deadline_s(grace_s: float) -> float:
+    """Seconds after the stop signal at which queued work is given up: a margin (10% of the grace period,
+    0.5 to 3 s) before the server cancels what is still running, so the 503s are written first."""
+    return max(0.0, grace_s - min(3.0, max(0.5, 0.1 * grace_s)))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run `callback` in the event loop when the server receives SIGTERM or SIGINT, then its own handler.
+
+    uvicorn installs its handlers (with `signal.signal`) before the app starts and has no hook for the
+    start of a shutdown, so the app chains onto them; this works with `--workers` too (each worker has
+    its own server and app). Returns a function that puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals reach only the main thread (an app run in a test client's thread)
+    loop = asyncio.get_running_loop()
+    installed: dict[int, tuple[Callable, Callable]] = {}
+    for sig in STOP_SIGNALS:
+        previous = signal.getsignal(sig)
+        if not callable(previous):  # SIG_DFL / SIG_IGN: no server handler to chain onto
+            continue
+
+        def chained(signum, frame, _previous=previous):
+            try:
+                loop.call_soon_threadsafe(callback)
+            except RuntimeError:  # the loop is closed: nothing left to drain
+                pass
+            _previous(signum, frame)
+
+        signal.signal(sig, chained)
+        installed[sig] = (chained, previous)
+
+    def restore() -> None:
+        for sig, (chained, previous) in installed.items():
+            if signal.getsignal(sig) is chained:
+                signal.signal(sig, previous)
+
+    return restore
 
 
 def make_hot_tier(settings: Settings) -> HotTier:

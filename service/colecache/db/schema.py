@@ -70,12 +70,24 @@ observations = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("study_id", String(32), ForeignKey("studies.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("spec_key", String(200), nullable=False, comment="the spec's identity within the study"),
+    Column(
+        "spec_key",
+        String(200),
+        nullable=False,
+        comment="the architecture's class: isomorphic cells share it when rendering is canonical",
+    ),
+    Column(
+        "measurement_key",
+        String(64),
+        nullable=False,
+        comment="sha256 of the exact spec text and the metadata: one row per measurement",
+    ),
     Column("spec", Text, nullable=False, comment="JSON of the spec as first posted"),
     Column("arch", Text, nullable=True),
     Column("value", Float, nullable=False),
     Column("meta", Text, nullable=True, comment="JSON metadata"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("study_id", "spec_key"),
+    # Isomorphic cells and repeated runs (distinct metadata) are separate rows; see studies/repository.py.
+    UniqueConstraint("study_id", "measurement_key", name="uq_observations_study_id_measurement_key"),
 )

@@ -40,7 +40,7 @@ class QueueFull(RuntimeError):
 
 
 class QueueClosed(RuntimeError):
-    """The server is shutting down and takes no new work."""
+    """The server is shutting down and takes no new work (the API answers 503 with Retry-After)."""
 
 
 class ItemFailed(ValueError):
@@ -148,6 +148,7 @@ class BatchQueue:
         self._worker: asyncio.Task | None = None
         self._closing = False
         self._running = 0  # items inside the forward now
+        self._in_forward: list[_Pending] = []  # their entries (failed at once by `abandon`)
         self._plan: list[list[_Pending]] = []  # planned forwards of the current window, in run order
         self._admissions = 0
         # A small item the model has embedded: run alone when a lone item fails, to tell a poison input
@@ -175,18 +176,40 @@ class BatchQueue:
             self._worker = None
         self._executor.shutdown(wait=True)
 
+    def abandon(self, reason: str) -> int:
+        """Stop taking work and fail every item not yet computed with QueueClosed(reason), at once.
+
+        For the end of a shutdown's grace period: the requests waiting on these items answer 503 with
+        Retry-After before the server has to cancel them, and items already computed have been handed
+        back (and stored by their requests). The forward running now finishes in its thread, unused.
+        Returns how many items were failed."""
+        self._closing = True
+        entries = [*self._pending, *(entry for batch in self._plan for entry in batch), *self._in_forward]
+        self._pending.clear()
+        self._plan = []
+        failed = 0
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(QueueClosed(reason))
+                failed += 1
+        self._wakeup.set()
+        return failed
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     @property
     def depth(self) -> int:
         """Items waiting (queued or planned) or running."""
         return len(self._pending) + sum(len(batch) for batch in self._plan) + self._running
 
     # --- submission ----------------------------------------------------------------------------
-    async def submit(self, items: Sequence[BatchItem], return_exceptions: bool = False) -> list:
-        """Queue all items (or none, if they do not fit) and wait for their vectors, in order.
+    def enqueue(self, items: Sequence[BatchItem]) -> list[asyncio.Future]:
+        """Queue all items (or none, if they do not fit: QueueFull) and return one future per item, in order.
 
-        With return_exceptions, an item that failed has its exception in its place (ItemFailed when the
-        item is at fault) and the others still get their vectors; without, the first failure is raised.
-        """
+        Each future resolves as soon as the forward holding its item is done, so a caller can store results
+        batch by batch; a future the caller cancels is skipped by the worker."""
         if self._closing:
             raise QueueClosed("server shutting down")
         if not items:
@@ -198,7 +221,16 @@ class BatchQueue:
         entries = [_Pending(item, loop.create_future()) for item in items]
         self._pending.extend(entries)
         self._wakeup.set()
-        return list(await asyncio.gather(*(entry.future for entry in entries), return_exceptions=return_exceptions))
+        return [entry.future for entry in entries]
+
+    async def submit(self, items: Sequence[BatchItem], return_exceptions: bool = False) -> list:
+        """Queue all items (or none, if they do not fit) and wait for their vectors, in order.
+
+        With return_exceptions, an item that failed has its exception in its place (ItemFailed when the
+        item is at fault) and the others still get their vectors; without, the first failure is raised.
+        """
+        futures = self.enqueue(items)
+        return list(await asyncio.gather(*futures, return_exceptions=return_exceptions))
 
     # --- worker --------------------------------------------------------------------------------
     def _queued_tokens(self) -> int:
@@ -308,7 +340,8 @@ class BatchQueue:
         """A forward of this item alone failed: blame the item if the model works, else the server."""
         if _is_capacity_error(exc):
             log.error("model forward ran out of memory on one item of %d tokens", entry.item.tokens.n_tokens)
-            entry.future.set_exception(exc)
+            if not entry.future.done():
+                entry.future.set_exception(exc)
             return
         if not state.succeeded and state.probed is None and self.probe_item is not None:
             try:
@@ -316,6 +349,8 @@ class BatchQueue:
                 state.probed = True
             except Exception:
                 state.probed = False
+        if entry.future.done():  # abandoned (shutdown) while the probe ran
+            return
         if state.succeeded or state.probed:
             log.warning(
                 "the model failed on one item of %d tokens (%s: %s); failing only that item",
@@ -332,12 +367,12 @@ class BatchQueue:
             state.undecided.append((entry, exc))
 
     async def _forward(self, loop: asyncio.AbstractEventLoop, live: list[_Pending]) -> np.ndarray:
-        self._running = len(live)
+        self._running, self._in_forward = len(live), live
         started = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, self._embed_fn, [e.item for e in live])
         finally:
-            self._running = 0
+            self._running, self._in_forward = 0, []
         elapsed = time.perf_counter() - started
         tokens = len(live) * max(e.item.tokens.n_tokens for e in live)
         self.stats.batches += 1

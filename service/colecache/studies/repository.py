@@ -3,10 +3,17 @@
 A write is one transaction that first locks the study row (PostgreSQL `FOR UPDATE`, SQLite
 `BEGIN IMMEDIATE`), so concurrent workers posting to one study are serialised, never lost, and
 the study version moves exactly once per committed change.
+
+An observation is one measurement: its identity is (study, exact spec text, metadata), the
+`measurement_key`. Two isomorphic cells are two spec texts and two seeds of one cell differ in
+their metadata, so both are kept, each with its own value (the surrogate fits on every row);
+`spec_key` (the class) counts distinct architectures. The same spec text with the same metadata
+and a different value is a conflict, settled by `on_conflict`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -38,19 +45,38 @@ class StudyRecord:
     candidates: list | None = None  # unlabelled specs the study searches (its surrogate's reference)
 
 
+def measurement_key(spec_text: str, meta: dict | None) -> str:
+    """A measurement's identity within a study: sha256 of the exact spec text and the metadata (canonical JSON).
+
+    Empty metadata counts as none. Migration 0004 holds a frozen copy; tests check that they agree."""
+    fields = (spec_text, "" if not meta else json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    digest = hashlib.sha256()
+    for field in fields:
+        data = field.encode()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class NewObservation:
-    spec_key: str
+    spec_key: str  # the class: isomorphic cells share it under canonical rendering
     spec: object  # JSON-serialisable spec as posted
     arch: str | None
     value: float
     meta: dict | None
+    spec_text: str  # the exact spec: the cell's own string, or a code spec's hash
+
+    @property
+    def measurement_key(self) -> str:
+        return measurement_key(self.spec_text, self.meta)
 
 
 @dataclass(frozen=True)
 class ObservationRecord:
     id: int
     spec_key: str
+    measurement_key: str
     spec: object
     arch: str | None
     value: float
@@ -64,12 +90,25 @@ class Conflict:
     index: int
     stored: float
     posted: float
+    earlier: int | None = None  # the item of the same post that holds `stored`; None: it was stored before
+
+    @property
+    def reason(self) -> str:
+        where = "already observed" if self.earlier is None else f"item {self.earlier} of this post has it"
+        return (
+            f"same spec text and metadata: {where} with value {self.stored!r}, posted {self.posted!r}; "
+            "post with on_conflict='replace' or 'keep' to resolve, or give a repeated run distinct metadata"
+        )
 
 
 class ObservationConflict(ValueError):
     def __init__(self, conflicts: Sequence[Conflict]):
         self.conflicts = list(conflicts)
-        super().__init__(f"{len(self.conflicts)} observation(s) conflict with stored values")
+        super().__init__(
+            f"{len(self.conflicts)} observation(s) conflict: the same spec text with the same metadata has a "
+            "different value (isomorphic cells and runs with distinct metadata, e.g. {'seed': 2}, are kept as "
+            "separate observations and never conflict)"
+        )
 
 
 class StudyNotFound(LookupError):
@@ -107,6 +146,7 @@ def _observation(row) -> ObservationRecord:
     return ObservationRecord(
         id=row.id,
         spec_key=row.spec_key,
+        measurement_key=row.measurement_key,
         spec=json.loads(row.spec),
         arch=row.arch,
         value=row.value,
@@ -197,41 +237,49 @@ class StudyRepository:
     def add_observations(
         self, study_id: str, items: Sequence[NewObservation], on_conflict: ConflictPolicy
     ) -> WriteResult:
-        """Insert new (study, spec) pairs; identical re-posts are no-ops; differing values follow `on_conflict`.
+        """Store measurements, atomically, as if the items were posted one at a time in order.
 
+        A new (spec text, metadata) is inserted; the same one with the same value is a no-op; with a
+        different value (stored, or from an earlier item of this post) it follows `on_conflict`:
         `reject` (default): nothing is written and ObservationConflict lists every differing item;
-        `replace`: the new value overwrites the stored one; `keep`: the stored value stays.
+        `replace`: the later value wins; `keep`: the earlier value stays.
         Returns only after the transaction has committed.
         """
         with self.engine.connect().execution_options(**{WRITE_INTENT: True}) as conn, conn.begin():
             locked = conn.execute(select(studies.c.version).where(studies.c.id == study_id).with_for_update()).first()
             if locked is None:
                 raise StudyNotFound(study_id)
-            keys = list(dict.fromkeys(item.spec_key for item in items))
+            keys = [item.measurement_key for item in items]
             stored: dict[str, tuple[int, float]] = {}
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                query = select(observations.c.id, observations.c.spec_key, observations.c.value).where(
-                    observations.c.study_id == study_id, observations.c.spec_key.in_(chunk)
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                query = select(observations.c.id, observations.c.measurement_key, observations.c.value).where(
+                    observations.c.study_id == study_id, observations.c.measurement_key.in_(chunk)
                 )
-                stored.update({row.spec_key: (row.id, row.value) for row in conn.execute(query)})
+                stored.update({row.measurement_key: (row.id, row.value) for row in conn.execute(query)})
+            current = {key: value for key, (_, value) in stored.items()}  # value per key as the post goes along
+            holder: dict[str, int] = {}  # key -> the item of this post that set its current value
             fresh: dict[str, NewObservation] = {}
             replace: dict[int, NewObservation] = {}
             conflicts: list[Conflict] = []
-            unchanged = kept = 0
-            for index, item in enumerate(items):
-                if item.spec_key in stored:
-                    row_id, value = stored[item.spec_key]
-                    if value == item.value:
-                        unchanged += 1
-                    elif on_conflict == "reject":
-                        conflicts.append(Conflict(index, value, item.value))
-                    elif on_conflict == "replace":
-                        replace[row_id] = item
+            unchanged = kept = replaced = 0
+            for index, (key, item) in enumerate(zip(keys, items)):
+                if key not in current:
+                    fresh[key], current[key], holder[key] = item, item.value, index
+                elif current[key] == item.value:
+                    unchanged += 1
+                elif on_conflict == "reject":
+                    conflicts.append(Conflict(index, current[key], item.value, holder.get(key)))
+                elif on_conflict == "replace":
+                    if key in fresh:
+                        fresh[key] = item
                     else:
-                        kept += 1
+                        replace[stored[key][0]] = item
+                    current[key], holder[key] = item.value, index
+                    replaced += 1
                 else:
-                    fresh[item.spec_key] = item
+                    kept += 1
             if conflicts:
                 raise ObservationConflict(conflicts)  # the transaction rolls back; nothing was written
             if fresh:
@@ -241,23 +289,20 @@ class StudyRepository:
                         {
                             "study_id": study_id,
                             "spec_key": item.spec_key,
+                            "measurement_key": key,
                             "spec": json.dumps(item.spec),
                             "arch": item.arch,
                             "value": item.value,
                             "meta": json.dumps(item.meta) if item.meta is not None else None,
                         }
-                        for item in fresh.values()
+                        for key, item in fresh.items()
                     ],
                 )
             for row_id, item in replace.items():
                 conn.execute(
                     update(observations)
                     .where(observations.c.id == row_id)
-                    .values(
-                        value=item.value,
-                        meta=json.dumps(item.meta) if item.meta is not None else None,
-                        updated_at=func.now(),
-                    )
+                    .values(value=item.value, updated_at=func.now())
                 )
             version = locked.version
             if fresh or replace:
@@ -266,7 +311,7 @@ class StudyRepository:
             count = conn.execute(
                 select(func.count()).select_from(observations).where(observations.c.study_id == study_id)
             ).scalar_one()
-        return WriteResult(len(fresh), unchanged, len(replace), kept, version, int(count))
+        return WriteResult(len(fresh), unchanged, replaced, kept, version, int(count))
 
     def observations(self, study_id: str, limit: int | None = None, offset: int = 0) -> list[ObservationRecord]:
         query = select(observations).where(observations.c.study_id == study_id).order_by(observations.c.id)

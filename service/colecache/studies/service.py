@@ -88,12 +88,19 @@ class StudyOptions:
         )
 
 
-def spec_key(spec: Spec, options: RenderOptions) -> str:
-    """A spec's identity within a study: its cell (or class, when rendering is canonical), or its code hash."""
+def spec_text(spec: Spec) -> str:
+    """The exact spec, whatever its spelling: the cell's own string, or a code spec's hash."""
     if isinstance(spec, CodeSpec):
         return "code:" + hashlib.sha256(spec.code.encode()).hexdigest()
-    space = get_space(spec.space)
-    return space.canonical(spec.arch) if options.canonical else space.to_string(spec.arch)
+    return get_space(spec.space).to_string(spec.arch)
+
+
+def spec_key(spec: Spec, options: RenderOptions) -> str:
+    """A spec's class within a study: its isomorphism class when rendering is canonical (isomorphic cells
+    then share one embedding), else its exact text. Counts distinct architectures; never an identity."""
+    if isinstance(spec, ArchSpec) and options.canonical:
+        return get_space(spec.space).canonical(spec.arch)
+    return spec_text(spec)
 
 
 class StudyService:
@@ -151,7 +158,10 @@ class StudyService:
     async def observe(
         self, study: StudyRecord, items: Sequence[ObservationIn], on_conflict: ConflictPolicy
     ) -> WriteResult:
-        """Validate everything first (nothing is stored if any item is bad), then commit in one transaction."""
+        """Validate everything first (nothing is stored if any item is bad), then commit in one transaction.
+
+        Every item is a measurement of its own (see repository.py): isomorphic cells and repeated runs
+        with distinct metadata are all kept, so a real evaluation history is accepted as it is."""
         options = StudyOptions.of(study)
         errors = [
             ItemError(i, f"value {item.value!r} is not a finite number")
@@ -164,14 +174,6 @@ class StudyService:
             errors.extend(exc.errors)
         if errors:
             raise InvalidSpecs(sorted(errors, key=lambda e: e.index))
-        first: dict[str, int] = {}
-        for index, (spec, item) in enumerate(zip(specs, items)):
-            key = spec_key(spec, options.render)
-            if key in first and items[first[key]].value != item.value:
-                errors.append(ItemError(index, f"same spec as item {first[key]} with a different value"))
-            first.setdefault(key, index)
-        if errors:
-            raise InvalidSpecs(errors)
         new = [
             NewObservation(
                 spec_key=spec_key(spec, options.render),
@@ -179,6 +181,7 @@ class StudyService:
                 arch=None if isinstance(spec, CodeSpec) else get_space(spec.space).to_string(spec.arch),
                 value=float(item.value),
                 meta=item.metadata,
+                spec_text=spec_text(spec),
             )
             for spec, item in zip(specs, items)
         ]
@@ -270,9 +273,11 @@ class StudyService:
         version, records = await anyio.to_thread.run_sync(self.repo.snapshot, study.id)
         if current is not None and current.version == version:
             return current
-        if len(records) < MIN_OBSERVATIONS:
+        distinct = len({r.spec_key for r in records})
+        if distinct < MIN_OBSERVATIONS:
             raise NotEnoughObservations(
-                f"study has {len(records)} observation(s); at least {MIN_OBSERVATIONS} are needed to predict"
+                f"study has {len(records)} observation(s) of {distinct} distinct architecture(s) (isomorphic cells "
+                f"and repeated runs count once); at least {MIN_OBSERVATIONS} distinct are needed to predict"
             )
 
         async def fit(_: list[tuple[str, int]]) -> dict[tuple[str, int], FittedSurrogate]:
@@ -291,6 +296,8 @@ class StudyService:
         options = StudyOptions.of(study)
         specs = self.parse_study_specs(study, [r.spec for r in records])
         cole, struct, _ = await self._features(study, options, specs)
+        # Every observation is a training row, repeats and isomorphic cells included: it ranked better than
+        # one mean per class (benchmarks/results/surrogate_eval_repeats.md).
         y = np.array([r.value for r in records])
         reference, reference_kind = None, "observed"
         if options.surrogate.features.reference == "space":

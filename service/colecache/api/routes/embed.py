@@ -12,17 +12,20 @@ from ...specs import parse_specs
 from ..deps import get_pipeline, get_services
 from ..errors import ApiError
 from ..responses import FastJSONResponse
-from ..schemas import EmbedRequest, EmbedResponse, ErrorBody
+from ..schemas import BODY_ERRORS, EmbedRequest, EmbedResponse, json_body, responses
 from ..state import Services
 
 router = APIRouter(tags=["embeddings"])
 
-ERRORS = {
-    413: {"model": ErrorBody, "description": "Too many specs or too large a body"},
-    422: {"model": ErrorBody, "description": "Invalid spec or option; `errors` names each bad item and why"},
-    429: {"model": ErrorBody, "description": "Embedding queue full; retry after `Retry-After` seconds"},
-    503: {"model": ErrorBody, "description": "Model still loading or shutting down"},
-}
+ERRORS = responses(
+    *BODY_ERRORS,
+    429,
+    503,
+    described={
+        413: "Too many specs (`max_items_per_request` in `/info`) or too large a body",
+        422: "Invalid spec or option: `errors` names each bad item (`index`) or field and why",
+    },
+)
 
 
 def check_item_count(n: int, services: Services) -> None:
@@ -56,7 +59,13 @@ def outcome_body(outcome: EmbedOutcome, encoding: str) -> dict:
     }
 
 
-@router.post("/embed", response_model=EmbedResponse, responses=ERRORS, summary="Embed architecture specs")
+@router.post(
+    "/embed",
+    response_model=EmbedResponse,
+    responses=ERRORS,
+    dependencies=[Depends(json_body)],
+    summary="Embed architecture specs",
+)
 async def embed(
     body: EmbedRequest,
     services: Services = Depends(get_services),

@@ -2,25 +2,157 @@
 
 from __future__ import annotations
 
-from colecache_client.spaces import LOAD_ERRORS as SPACE_LOAD_ERRORS
-from colecache_client.spaces import spaces as registered_spaces
-from fastapi import APIRouter, Depends
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
+import anyio.to_thread
+from colecache_client.spaces import LOAD_ERRORS as SPACE_LOAD_ERRORS
+from colecache_client.spaces import SearchSpace
+from colecache_client.spaces import spaces as registered_spaces
+from fastapi import APIRouter, Depends, Request
+
+from ...cache.keys import cache_key
+from ...render import check_options, render
+from ...specs import ArchSpec
+from ...studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
+from ...surrogate import SurrogateConfig
 from ..deps import get_services
 from ..errors import NotReady
 from ..responses import FastJSONResponse
+from ..schemas import HealthOut, InfoOut, ReadyOut, responses
 from ..state import Services, default_embed_options
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+REFERENCE_CHECK_INTERVAL_S = 60.0
+"""How often /info re-reads whether each space's whole-space reference is cached (at most)."""
+REFERENCE_MAX_CELLS = 100_000
+"""Spaces that enumerate more cells than this are not checked (a study would not load them either)."""
+REFERENCE_WAIT_S = 1.0
+"""How long /info waits for a running check before answering `checking`."""
 
 
-@router.get("/health", summary="The process is alive (no dependency is checked)")
+def enumerable(space: SearchSpace) -> bool:
+    return type(space).all_cells is not SearchSpace.all_cells
+
+
+@dataclass
+class ReferenceCheck:
+    """Per app: is every cell of each enumerable space in the durable tier under the default study's options?
+
+    That is what a default study needs for its whole-space reference; without it the study quietly
+    fits its feature reduction on the observed cells and ranks worse. The keys of a space are
+    rendered once (seconds for NB201); their presence is re-read at most once a minute, off the
+    event loop, and a change is logged (a warning while a space is missing)."""
+
+    keys: dict[tuple[str, str], list[bytes] | None] = field(default_factory=dict)
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checked_at: float | None = None
+    task: asyncio.Task | None = None
+
+    async def current(self, services: Services) -> dict[str, dict[str, Any]]:
+        if services.pipeline is None:  # nothing to check against yet; not memoised
+            detail = services.startup_error or "model is loading"
+            return {name: {"precomputed": None, "detail": detail} for name in _enumerable_spaces()}
+        now = time.monotonic()
+        stale = self.checked_at is None or now - self.checked_at >= REFERENCE_CHECK_INTERVAL_S
+        if stale and (self.task is None or self.task.done()):
+            self.task = asyncio.get_running_loop().create_task(self._check(services))
+        if self.checked_at is None and self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), REFERENCE_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
+            except Exception:  # logged by the task; answer what is known
+                pass
+        if self.checked_at is None:
+            return {name: {"precomputed": None, "detail": "checking"} for name in _enumerable_spaces()}
+        return self.status
+
+    async def _check(self, services: Services) -> None:
+        status: dict[str, dict[str, Any]] = {}
+        for name, space in _enumerable_spaces().items():
+            try:
+                status[name] = await self._check_space(services, name, space)
+            except Exception as exc:  # a store that fails is reported, never an error of /info
+                status[name] = {"precomputed": None, "detail": f"could not check: {type(exc).__name__}: {exc}"}
+        for name, now in status.items():
+            before = self.status.get(name, {}).get("precomputed")
+            if now.get("precomputed") is False and before is not False:
+                log.warning(
+                    "default studies in %s fit their feature reduction on the observed cells only (weaker ranking): "
+                    "%s. Fill it with `%s`",
+                    name,
+                    now["detail"],
+                    now["command"],
+                )
+            elif now.get("precomputed") and not before:
+                log.info("whole-space reference of %s is cached for the default study options", name)
+        self.status, self.checked_at = status, time.monotonic()
+
+    async def _check_space(self, services: Services, name: str, space: SearchSpace) -> dict[str, Any]:
+        base = {"command": f"colecache precompute --space {name}"}
+        pipeline = services.pipeline
+        features = SurrogateConfig().features
+        if features.reference != "space" or not features.cole:
+            return {**base, "precomputed": None, "detail": "default studies do not use a whole-space reference"}
+        try:
+            check_options(name, STUDY_RENDER)
+            fingerprint = pipeline.readout(STUDY_EMBEDDER).fingerprint
+        except ValueError as exc:  # SpecError, FingerprintError: no default study can exist here
+            return {**base, "precomputed": None, "detail": f"the default study options do not apply: {exc}"}
+        memo = (name, fingerprint.id)
+        if memo not in self.keys:
+            self.keys[memo] = await anyio.to_thread.run_sync(_space_keys, space, fingerprint.id)
+        keys = self.keys[memo]
+        if keys is None:
+            return {**base, "precomputed": None, "detail": f"more than {REFERENCE_MAX_CELLS} cells: not checked"}
+        cached = len(await anyio.to_thread.run_sync(services.cache.durable.existing, keys))
+        done = cached == len(keys)
+        detail = (
+            f"all {len(keys)} distinct texts cached"
+            if done
+            else f"whole-space reference not cached for the default study options ({cached} of {len(keys)} "
+            f"distinct texts)"
+        )
+        return {**base, "precomputed": done, "cached": cached, "total": len(keys), "detail": detail}
+
+
+def _enumerable_spaces() -> dict[str, SearchSpace]:
+    return {name: space for name, space in sorted(registered_spaces().items()) if enumerable(space)}
+
+
+def _space_keys(space: SearchSpace, fingerprint_id: str) -> list[bytes] | None:
+    """The cache keys a default study reads for the whole space (distinct texts), or None when too large."""
+    cells = list(itertools.islice(space.all_cells(), REFERENCE_MAX_CELLS + 1))
+    if len(cells) > REFERENCE_MAX_CELLS:
+        return None
+    rendered = (render(ArchSpec(space.name, cell), STUDY_RENDER) for cell in cells)
+    return list(dict.fromkeys(cache_key(fingerprint_id, r.renderer_version, r.code) for r in rendered))
+
+
+def reference_check(request: Request) -> ReferenceCheck:
+    state = request.app.state
+    check = getattr(state, "reference_check", None)
+    if check is None:
+        check = state.reference_check = ReferenceCheck()
+    return check
+
+
+@router.get("/health", response_model=HealthOut, summary="The process is alive (no dependency is checked)")
 async def health() -> dict:
     return {"status": "ok"}
 
 
 @router.get(
     "/ready",
+    response_model=ReadyOut,
+    responses=responses(503, described={503: "Model loading (or failed to load) or SQL unreachable"}),
     summary='Model loaded and SQL reachable: 200 ("degraded" when only the hot tier is down); 503 otherwise',
 )
 async def ready(services: Services = Depends(get_services)):
@@ -43,9 +175,16 @@ async def ready(services: Services = Depends(get_services)):
     return FastJSONResponse(body)
 
 
-@router.get("/info", summary="Served model, defaults and request limits (clients size their batches from this)")
-async def info(services: Services = Depends(get_services)):
+@router.get(
+    "/info",
+    response_model=InfoOut,
+    summary="Served model, defaults and request limits (clients size their batches from this)",
+)
+async def info(request: Request, services: Services = Depends(get_services)):
+    """Also, per enumerable space, `reference`: whether its whole-space reference is cached for the default
+    study options (`precomputed`; null while checking or when it cannot apply), re-read at most once a minute."""
     settings = services.settings
+    references = await reference_check(request).current(services)
     identity = services.backend.identity if services.backend is not None else None
     return FastJSONResponse(
         {
@@ -69,7 +208,10 @@ async def info(services: Services = Depends(get_services)):
                 "max_code_chars": settings.max_code_chars,
             },
             "hot_tier": services.cache.hot.name,
-            "spaces": {name: space.describe() for name, space in sorted(registered_spaces().items())},
+            "spaces": {
+                name: {**space.describe(), "reference": references.get(name)}
+                for name, space in sorted(registered_spaces().items())
+            },
             "space_load_errors": dict(SPACE_LOAD_ERRORS),
         }
     )

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from ...embedding.options import EmbedOptions
 from ...pipeline import EmbedPipeline
@@ -20,16 +21,46 @@ from ...render import RenderOptions
 from ...specs import CodeSpec, code_text_problem
 from ..deps import get_pipeline, get_services
 from ..responses import FastJSONResponse
-from ..schemas import RequestBody
+from ..schemas import (
+    ErrorBody,
+    OpenAIEmbeddings,
+    OpenAIErrorBody,
+    OpenAIModelList,
+    RequestBody,
+    json_body,
+    responses,
+)
 from ..state import Services
 
 router = APIRouter(tags=["openai"])
 
 
+def _texts(value: Any) -> Any:
+    """Text or a non-empty list of texts; OpenAI's token arrays are refused by shape (the schema says so too)."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        return value
+    raise PydanticCustomError(
+        "input_type",
+        "input must be a string or a non-empty list of strings (token arrays are not supported)",
+    )
+
+
+Texts = Annotated[
+    Any,
+    BeforeValidator(_texts),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+            "description": "Text(s) to embed.",
+        }
+    ),
+]
+
+
 class EmbeddingsRequest(RequestBody):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
-    input: str | list[str] | list[int] | list[list[int]] = Field(..., description="Text(s) to embed.")
+    input: Texts = Field(..., description="Text(s) to embed.")
     model: str = Field(..., description="The served model (see GET /v1/models).")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
@@ -46,7 +77,25 @@ def served_names(pipeline: EmbedPipeline) -> set[str]:
     return {identity.model, identity.model.split("/")[-1], "colecache"}
 
 
-@router.get("/v1/models", summary="OpenAI-compatible model list (the one served model)")
+OPENAI_ERRORS = {
+    **responses(429, 503),
+    400: {"model": OpenAIErrorBody, "description": "The body could not be read as JSON text"},
+    404: {"model": OpenAIErrorBody, "description": "`model` is not the served model"},
+    413: {
+        "model": OpenAIErrorBody | ErrorBody,
+        "description": "Too many inputs (OpenAI's error shape), or a body over the size limit",
+    },
+    415: {"model": OpenAIErrorBody, "description": "The body is not sent as `application/json`"},
+    422: {"model": OpenAIErrorBody, "description": "Invalid field or input; `errors` names each field"},
+}
+
+
+@router.get(
+    "/v1/models",
+    response_model=OpenAIModelList,
+    responses=responses(503),
+    summary="OpenAI-compatible model list (the one served model)",
+)
 async def models(pipeline: Annotated[EmbedPipeline, Depends(get_pipeline)]):
     identity = pipeline.backend.identity
     return FastJSONResponse(
@@ -54,7 +103,13 @@ async def models(pipeline: Annotated[EmbedPipeline, Depends(get_pipeline)]):
     )
 
 
-@router.post("/v1/embeddings", summary="OpenAI-compatible embeddings of raw text or code")
+@router.post(
+    "/v1/embeddings",
+    response_model=OpenAIEmbeddings,
+    responses=OPENAI_ERRORS,
+    dependencies=[Depends(json_body)],
+    summary="OpenAI-compatible embeddings of raw text or code",
+)
 async def embeddings(
     body: EmbeddingsRequest,
     request: Request,
@@ -68,11 +123,7 @@ async def embeddings(
             "model",
             "model_not_found",
         )
-    texts: Any = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or not all(isinstance(t, str) for t in texts):
-        return openai_error(
-            422, "input must be a non-empty string or list of strings (token arrays are not supported)", "input"
-        )
+    texts: list[str] = [body.input] if isinstance(body.input, str) else body.input
     settings = services.settings
     if len(texts) > settings.max_items_per_request:
         return openai_error(413, f"{len(texts)} inputs exceed the limit of {settings.max_items_per_request}", "input")

@@ -16,26 +16,28 @@ from ..deps import get_owner, get_studies
 from ..errors import ApiError
 from ..responses import FastJSONResponse
 from ..schemas import (
+    BODY_ERRORS,
+    CandidatesOut,
     CandidatesPut,
-    ErrorBody,
+    CandidatesWritten,
+    ObservationsPage,
     ObservationsPost,
     ObservationsWritten,
     PredictRequest,
     PredictResponse,
     StudyCreate,
+    StudyList,
     StudyOut,
+    json_body,
+    responses,
 )
 from .embed import check_item_count
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
-NOT_FOUND = {404: {"model": ErrorBody, "description": "No such study (for this API key)"}}
-ERRORS = {
-    **NOT_FOUND,
-    409: {"model": ErrorBody, "description": "Conflicting observation, or too few observations to predict"},
-    413: {"model": ErrorBody, "description": "Too many items"},
-    422: {"model": ErrorBody, "description": "Invalid spec or value; `errors` names each bad item"},
-}
+# Every route reads SQL (503 when it is unreachable) and needs the model loaded (503 until then).
+READ = responses(404, 503)
+WRITE = responses(*BODY_ERRORS, 404, 503)
 
 
 def plausible_id(study_id: str) -> bool:
@@ -80,7 +82,15 @@ async def study_body(study: StudyRecord, studies: StudyService) -> dict:
     }
 
 
-@router.post("", status_code=201, response_model=StudyOut, responses={422: {"model": ErrorBody}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=StudyOut,
+    responses=responses(
+        *BODY_ERRORS, 503, described={422: "Invalid option, unknown space, or an invalid candidate (`index`)"}
+    ),
+    dependencies=[Depends(json_body)],
+)
 async def create_study(
     body: StudyCreate,
     owner: Annotated[str | None, Depends(get_owner)],
@@ -129,7 +139,7 @@ async def create_study(
     return FastJSONResponse(await study_body(study, studies), status_code=201)
 
 
-@router.get("", summary="Studies of this API key")
+@router.get("", response_model=StudyList, responses=responses(503), summary="Studies of this API key")
 async def list_studies(
     owner: Annotated[str | None, Depends(get_owner)], studies: Annotated[StudyService, Depends(get_studies)]
 ):
@@ -139,7 +149,7 @@ async def list_studies(
     )
 
 
-@router.get("/{study_id}", response_model=StudyOut, responses=NOT_FOUND)
+@router.get("/{study_id}", response_model=StudyOut, responses=READ)
 async def get_study(
     study_id: str,
     owner: Annotated[str | None, Depends(get_owner)],
@@ -148,7 +158,7 @@ async def get_study(
     return FastJSONResponse(await study_body(await load_study(study_id, owner, studies), studies))
 
 
-@router.delete("/{study_id}", status_code=204, responses=NOT_FOUND)
+@router.delete("/{study_id}", status_code=204, responses=READ)
 async def delete_study(
     study_id: str,
     owner: Annotated[str | None, Depends(get_owner)],
@@ -160,7 +170,15 @@ async def delete_study(
     return Response(status_code=204)
 
 
-@router.post("/{study_id}/observations", response_model=ObservationsWritten, responses=ERRORS)
+@router.post(
+    "/{study_id}/observations",
+    response_model=ObservationsWritten,
+    responses={
+        **WRITE,
+        **responses(409, described={409: "Same spec and metadata with another value (`on_conflict: reject`)"}),
+    },
+    dependencies=[Depends(json_body)],
+)
 async def post_observations(
     study_id: str,
     body: ObservationsPost,
@@ -168,7 +186,8 @@ async def post_observations(
     owner: Annotated[str | None, Depends(get_owner)],
     studies: Annotated[StudyService, Depends(get_studies)],
 ):
-    """Record evaluated architectures. Answered only after the SQL commit; idempotent per (study, spec)."""
+    """Record evaluated architectures, one measurement each (isomorphic cells and runs with distinct metadata are
+    kept apart). Answered only after the SQL commit; idempotent per (study, exact spec, metadata)."""
     check_item_count(len(body.observations), request.app.state.services)
     study = await load_study(study_id, owner, studies)
     items = [ObservationIn(o.spec, o.value, o.metadata) for o in body.observations]
@@ -176,7 +195,12 @@ async def post_observations(
     return FastJSONResponse(result.__dict__)
 
 
-@router.put("/{study_id}/candidates", responses=ERRORS)
+@router.put(
+    "/{study_id}/candidates",
+    response_model=CandidatesWritten,
+    responses=WRITE,
+    dependencies=[Depends(json_body)],
+)
 async def put_candidates(
     study_id: str,
     body: CandidatesPut,
@@ -189,7 +213,7 @@ async def put_candidates(
     return FastJSONResponse({"study_id": study.id, "version": version, "n_candidates": len(body.specs or ())})
 
 
-@router.get("/{study_id}/candidates", responses=NOT_FOUND)
+@router.get("/{study_id}/candidates", response_model=CandidatesOut, responses=READ)
 async def get_candidates(
     study_id: str,
     owner: Annotated[str | None, Depends(get_owner)],
@@ -199,7 +223,11 @@ async def get_candidates(
     return FastJSONResponse({"study_id": study.id, "version": study.version, "specs": study.candidates or []})
 
 
-@router.get("/{study_id}/observations", responses=NOT_FOUND)
+@router.get(
+    "/{study_id}/observations",
+    response_model=ObservationsPage,
+    responses={**READ, **responses(422, described={422: "`limit` or `offset` out of range"})},
+)
 async def list_observations(
     study_id: str,
     owner: Annotated[str | None, Depends(get_owner)],
@@ -229,7 +257,15 @@ async def list_observations(
     )
 
 
-@router.post("/{study_id}/predict", response_model=PredictResponse, responses=ERRORS)
+@router.post(
+    "/{study_id}/predict",
+    response_model=PredictResponse,
+    responses={
+        **WRITE,
+        **responses(409, 429, described={409: "Fewer than 2 distinct architectures observed"}),
+    },
+    dependencies=[Depends(json_body)],
+)
 async def predict(
     study_id: str,
     body: PredictRequest,

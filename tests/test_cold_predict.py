@@ -1,0 +1,404 @@
+"""Issue 11 item 8: cold predicts and the whole-space reference hold no surprises.
+
+- `colecache precompute` fills, by default, exactly the keys a default study reads (both the
+  in-process and the `--url` path), so the study gets its whole-space reference;
+- a degraded reference is visible: in `/predict`, in the SDK (a `ReferenceWarning`), in `GET /info`
+  (per space, precomputed or not) and in the server's log;
+- long SDK calls wait in proportion to their size and are never re-sent on their own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+from colecache_client import AsyncClient, Client, ReferenceWarning, Timeout
+from colecache_client.client import Study
+from colecache_client.types import StudyInfo
+
+# --- the SDK: timeouts that fit the call, no silent re-send -------------------------------------------
+INFO = {"limits": {"max_items_per_request": 1000}}
+CELLS = [f"|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~{i % 3}|" for i in range(40)]
+
+
+class Script:
+    """A fake server: replies in order, records each request and the timeout it was sent with."""
+
+    def __init__(self, *replies):
+        self.replies = list(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def read_timeouts(self) -> list[tuple[str, float]]:
+        return [(r.url.path, r.extensions["timeout"]["read"]) for r in self.requests]
+
+
+def _embed_reply(n: int) -> httpx.Response:
+    items = [
+        {
+            "index": i,
+            "embedding": [0.0],
+            "source": "computed",
+            "n_tokens": 1,
+            "truncated": False,
+            "key": "k",
+            "renderer_version": "v",
+            "arch": None,
+        }
+        for i in range(n)
+    ]
+    return httpx.Response(200, json={"dim": 1, "fingerprint": {}, "items": items, "counts": {}})
+
+
+def _predict_reply(n: int, reference: str = "space") -> httpx.Response:
+    predictions = [{"index": i, "arch": None, "mean": 1.0, "std": 0.1} for i in range(n)]
+    body = {"study_id": "s", "surrogate_version": 1, "n_observations": 3, "reference": reference}
+    return httpx.Response(200, json={**body, "predictions": predictions})
+
+
+def test_long_calls_wait_in_proportion_to_their_size():
+    script = Script(
+        httpx.Response(200, json=INFO),
+        _embed_reply(40),
+        _predict_reply(40),
+        _predict_reply(4),
+        httpx.Response(200, json={"studies": []}),
+    )
+    client = Client("http://test", transport=httpx.MockTransport(script), timeout=10.0, timeout_per_item=0.5)
+    client.embed(CELLS)
+    client.predict("s", CELLS)
+    client.predict("s", CELLS[:4])
+    client.list_studies()
+    assert script.read_timeouts() == [
+        ("/info", 10.0),
+        ("/embed", 30.0),
+        ("/studies/s/predict", 30.0),
+        ("/studies/s/predict", 12.0),
+        ("/studies", 10.0),
+    ]
+    # Chunked calls each get the allowance of their own chunk; the async client does the same.
+    script = Script(httpx.Response(200, json=INFO), _embed_reply(25), _embed_reply(15), _predict_reply(40))
+
+    async def run():
+        async with AsyncClient(
+            "http://test",
+            transport=httpx.MockTransport(script),
+            timeout=httpx.Timeout(5.0, read=20.0),
+            timeout_per_item=1.0,
+            max_chunk=25,
+        ) as client:
+            await client.embed(CELLS)
+        async with AsyncClient(
+            "http://test", transport=httpx.MockTransport(script), timeout=httpx.Timeout(5.0, read=20.0)
+        ) as client:
+            client._chunk = 1000
+            await client.predict("s", CELLS)
+
+    asyncio.run(run())
+    assert script.read_timeouts() == [
+        ("/info", 20.0),
+        ("/embed", 45.0),
+        ("/embed", 35.0),
+        ("/studies/s/predict", 40.0),  # the default allowance: 0.5 s per spec
+    ]
+
+
+@pytest.mark.parametrize("call", ["predict", "embed"])
+def test_a_long_call_is_not_resent_on_its_own_read_timeout(call):
+    """The reported failure: the SDK's timeout re-sent a cold /predict that the server was still computing."""
+    script = Script(httpx.Response(200, json=INFO), httpx.ReadTimeout("timed out"), _predict_reply(2))
+    client = Client("http://test", transport=httpx.MockTransport(script), timeout=10.0, backoff=0.001)
+    with pytest.raises(Timeout) as info:
+        client.predict("s", CELLS[:2]) if call == "predict" else client.embed(CELLS[:2])
+    assert len(script.requests) == 2  # /info, then the call once
+    message = str(info.value)
+    assert "not re-sent" in message and "11 s" in message and "2 spec(s)" in message
+
+    # The same in the async client.
+    script = Script(httpx.Response(200, json=INFO), httpx.ReadTimeout("timed out"), _predict_reply(2))
+
+    async def run():
+        async with AsyncClient("http://test", transport=httpx.MockTransport(script), backoff=0.001) as client:
+            await (client.predict("s", CELLS[:2]) if call == "predict" else client.embed(CELLS[:2]))
+
+    with pytest.raises(Timeout, match="not re-sent"):
+        asyncio.run(run())
+    assert len(script.requests) == 2
+
+
+def test_short_idempotent_calls_still_retry_a_read_timeout():
+    script = Script(httpx.ReadTimeout("timed out"), httpx.Response(200, json={"studies": []}))
+    client = Client("http://test", transport=httpx.MockTransport(script), backoff=0.001)
+    assert client.list_studies() == [] and len(script.requests) == 2
+
+
+def _study(script: Script, space: str = "nb201", reference: str = "space", cole: bool = True, info=False) -> Study:
+    client = Client("http://test", transport=httpx.MockTransport(script), backoff=0.001)
+    if not info:  # no GET /info: the SDK falls back on its own registry of spaces
+        client._chunk = 1000
+    info = StudyInfo(
+        id="abc",
+        name="run-1",
+        space=space,
+        objective="acc",
+        direction="maximize",
+        version=3,
+        n_observations=3,
+        render={"primitives": "exclude_helper", "context": "none", "dataset": "cifar10", "canonical": True},
+        embedder={"pooling": "mean", "layer": 5, "max_length": 512, "normalize": False},
+        surrogate={"features": {"reference": reference, "cole": cole}},
+    )
+    return Study(client, info)
+
+
+@pytest.mark.parametrize("served", ["observed", "candidates"])
+def test_study_predict_warns_when_the_whole_space_reference_was_not_used(served):
+    study = _study(Script(_predict_reply(2, served)))
+    with pytest.warns(ReferenceWarning) as caught:
+        result = study.predict(CELLS[:2])
+    assert result.reference == served
+    message = str(caught[0].message)
+    assert "whole nb201 space" in message and "run-1" in message
+    assert "colecache precompute --space nb201 --primitives exclude_helper --context none" in message
+    assert "--canonical --pooling mean --layer 5 --max-length 512 --no-normalize" in message
+
+
+def test_whether_a_space_is_enumerable_is_the_servers_word():
+    """A plugin space installed only beside the server: its /info entry decides."""
+    info = {**INFO, "spaces": {"plugin": {"enumerable": True}, "nb201": {"enumerable": False}}}
+    study = _study(Script(httpx.Response(200, json=info), _predict_reply(2, "observed")), space="plugin", info=True)
+    with pytest.warns(ReferenceWarning, match="whole plugin space"):
+        study.predict(CELLS[:2])
+    study = _study(Script(httpx.Response(200, json=info), _predict_reply(2, "observed")), space="nb201", info=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceWarning)
+        study.predict(CELLS[:2])
+    study = _study(Script(_predict_reply(2, "observed")), space="unknown-plugin")  # nobody knows: quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceWarning)
+        study.predict(CELLS[:2])
+
+
+@pytest.mark.parametrize(
+    "space, reference, cole, served",
+    [
+        ("nb201", "space", True, "space"),  # got what it asked for
+        ("nb201", "observed", True, "observed"),  # asked for the observed cells
+        ("nb201", "space", False, "observed"),  # no COLE features: nothing to reduce
+        ("darts", "space", True, "candidates"),  # cannot be enumerated: the pool is the best there is
+        ("darts", "space", True, "observed"),
+    ],
+)
+def test_study_predict_is_quiet_when_nothing_better_was_possible(space, reference, cole, served):
+    study = _study(Script(_predict_reply(2, served)), space=space, reference=reference, cole=cole)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceWarning)
+        assert study.predict(CELLS[:2]).reference == served
+
+
+# --- the command line's defaults --------------------------------------------------------------------
+def test_precompute_defaults_are_the_default_studys_options():
+    from colecache.cli import PRECOMPUTE_DEFAULTS
+    from colecache.studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
+
+    render = {k: PRECOMPUTE_DEFAULTS[k] for k in ("primitives", "context", "dataset", "canonical")}
+    assert render == STUDY_RENDER.model_dump()
+    assert (PRECOMPUTE_DEFAULTS["pooling"], PRECOMPUTE_DEFAULTS["layer"]) == (
+        STUDY_EMBEDDER.pooling,
+        STUDY_EMBEDDER.layer,
+    )
+    assert STUDY_EMBEDDER.max_length is None and STUDY_EMBEDDER.normalize is None  # server defaults on both sides
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "colecache.cli", "precompute", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "default study" in text and "--canonical" in text and "Default: 5" in text and "Default: mean" in text
+
+
+# --- end to end: a plugin space small enough to enumerate in a test ---------------------------------------
+ENUMERABLE_TOY = {
+    "pyproject.toml": """
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "toyenum-colecache-space"
+        version = "0.0.1"
+
+        [project.entry-points."colecache.spaces"]
+        toyenum = "toyenum_space:ToyEnumSpace"
+
+        [tool.setuptools]
+        py-modules = ["toyenum_space"]
+    """,
+    "toyenum_space.py": '''
+        """1 or 2 Linear layers of 4 widths: 20 architectures, so a test can precompute the whole space."""
+        from colecache_client.spaces import SearchSpace, SpecError
+
+        WIDTHS = (8, 16, 32, 64)
+
+
+        class ToyEnumSpace(SearchSpace):
+            name = "toyenum"
+            renderer_version = "toyenum-pytorch/1"
+            encodings = ("widths",)
+            default_encodings = ("widths",)
+            render_choices = {"primitives": ("exclude_helper",), "context": ("none",)}
+
+            def parse(self, value):
+                if isinstance(value, str):
+                    value = value.split("-")
+                if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 2:
+                    raise SpecError("a toyenum net is 1 or 2 widths, e.g. '8-16'")
+                widths = tuple(int(v) for v in value)
+                if any(w not in WIDTHS for w in widths):
+                    raise SpecError(f"widths must be in {WIDTHS}")
+                return widths
+
+            def to_string(self, arch):
+                return "-".join(map(str, arch))
+
+            def canonical(self, arch):
+                return self.to_string(arch)
+
+            def sample(self, rng):
+                return tuple(rng.choice(WIDTHS) for _ in range(rng.randint(1, 2)))
+
+            def mutate(self, arch, rng, edits=1):
+                i = rng.randrange(len(arch))
+                return arch[:i] + (rng.choice([w for w in WIDTHS if w != arch[i]]),) + arch[i + 1:]
+
+            def neighbours(self, arch):
+                return [arch[:i] + (w,) + arch[i + 1:] for i in range(len(arch)) for w in WIDTHS if w != arch[i]]
+
+            def all_cells(self):
+                yield from ((w,) for w in WIDTHS)
+                yield from ((a, b) for a in WIDTHS for b in WIDTHS)
+
+            def encode(self, arch, kind):
+                if kind != "widths":
+                    return super().encode(arch, kind)
+                return [float(arch.count(w)) for w in WIDTHS] + [float(len(arch))]
+
+            def render(self, arch, *, primitives="exclude_helper", context="none", dataset="cifar10"):
+                self.check_render_options(primitives=primitives, context=context)
+                lines = ["class Net(nn.Module):", "    def __init__(self):", "        super().__init__()"]
+                previous = 4
+                for i, width in enumerate(arch):
+                    lines.append(f"        self.layer_{i} = nn.Linear({previous}, {width})")
+                    previous = width
+                lines += ["", "    def forward(self, x):"]
+                lines += [f"        x = torch.relu(self.layer_{i}(x))" for i in range(len(arch))]
+                return "\\n".join(lines + ["        return x"]) + "\\n"
+    ''',
+}
+TOY_ROWS = [("8", 1.0), ("8-16", 2.0), ("32-64", 3.5), ("64", 1.5), ("16-16", 2.5)]
+NB201_CELLS = [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    "|nor_conv_1x1~0|+|none~0|skip_connect~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|",
+    "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+]
+
+
+def _install(tmp_path: Path) -> str:
+    source, target = tmp_path / "toyenum-src", tmp_path / "site"
+    for relative, text in ENUMERABLE_TOY.items():
+        path = source / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
+        check=True,
+        capture_output=True,
+    )
+    return os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+def _references(server, timeout: float = 180.0) -> dict:
+    """/info's per-space reference status, once the server has finished checking."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spaces = httpx.get(server.url + "/info", timeout=60).json()["spaces"]
+        status = {name: entry.get("reference") for name, entry in spaces.items()}
+        if all(s is None or s["precomputed"] is not None for s in status.values()):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "colecache.cli", *args], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_default_precompute_gives_default_studies_their_whole_space_reference(tmp_path, server_factory):
+    pythonpath = _install(tmp_path)
+    env = {"PYTHONPATH": pythonpath, "COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_LOG_LEVEL": "warning"}
+    first = server_factory(PYTHONPATH=pythonpath)
+
+    # Nothing precomputed: /info says so per enumerable space, and the server log warns.
+    status = _references(first)
+    assert status["toyenum"]["precomputed"] is False and status["toyenum"]["total"] == 20
+    assert status["toyenum"]["command"] == "colecache precompute --space toyenum"
+    assert status["nb201"]["precomputed"] is False and status["darts"] is None  # darts cannot be enumerated
+    assert "colecache precompute --space toyenum" in first.log_path.read_text()
+
+    # A default study then fits on its observed cells: the answer and the SDK say so.
+    with Client(first.url, timeout=300) as client:
+        study = client.create_study("toy-default", space="toyenum")
+        study.observe(TOY_ROWS)
+        with pytest.warns(ReferenceWarning, match="colecache precompute --space toyenum"):
+            assert study.predict(["8-8", "64-64"]).reference == "observed"
+
+    # `colecache precompute --space toyenum` with no other option, in process, into the same data dir.
+    filled = _cli("precompute", "--space", "toyenum", env=env)
+    assert filled.returncode == 0, filled.stderr
+    assert "'canonical': True" in filled.stderr and "pooling mean" in filled.stderr and "layer 5" in filled.stderr
+
+    # A server on that cache: /info says precomputed, and default studies (old and new) use the whole space.
+    second = server_factory(PYTHONPATH=pythonpath)
+    status = _references(second)
+    assert status["toyenum"]["precomputed"] is True and status["toyenum"]["cached"] == 20
+    with Client(second.url, timeout=300) as client:
+        fresh = client.create_study("toy-default-2", space="toyenum")
+        fresh.observe(TOY_ROWS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReferenceWarning)
+            assert fresh.predict(["8-8", "64-64"]).reference == "space"
+            assert client.study(study.id).predict(["8-8"]).reference == "space"
+
+        # The --url path with its defaults fills the keys a default NB201 study reads (a few cells via --archs).
+        archs = tmp_path / "cells.txt"
+        archs.write_text("\n".join(NB201_CELLS) + "\n")
+        over_http = _cli("precompute", "--space", "nb201", "--archs", str(archs), "--url", second.url, env=env)
+        assert over_http.returncode == 0, over_http.stderr
+        nb201 = client.create_study("nb201-default")
+        read = client.embed(NB201_CELLS, render=nb201.info.render, embedder=nb201.info.embedder)
+        assert "computed" not in read.counts, read.counts
+        assert json.dumps(nb201.info.render, sort_keys=True) == json.dumps(
+            {"canonical": True, "context": "none", "dataset": "cifar10", "primitives": "exclude_helper"}
+        )
