@@ -104,7 +104,7 @@ def test_code_specs_and_mixed_forms(default_server):
             422,
             "unknown search space 'nope' (known: darts, einspace, graph, nb101, nb201",
         ),
-        ({"specs": [42]}, 422, "item 0: a spec is a string, a list or an object"),
+        ({"specs": [42]}, 422, "body.specs[0]: a spec is a string, a list or an object"),
         ({"specs": []}, 422, "specs"),
         ({"specs": CELLS[:1], "embedder": {"layer": 99}}, 422, "layer 99 is out of range"),
         ({"specs": CELLS[:1], "embedder": {"max_length": 4096}}, 422, "exceeds the model's limit of 512"),
