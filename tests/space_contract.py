@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,3 +101,19 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def pip_install_package(files: dict[str, str], folder: Path) -> str:
+    """Write a package's files (dedented) under `folder`, pip-install it into `folder/site` (no deps, no build
+    isolation) and return a PYTHONPATH that puts it first: a real install, as a user would make one."""
+    source, target = folder / "pkg-src", folder / "site"
+    for relative, text in files.items():
+        path = source / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
+        check=True,
+        capture_output=True,
+    )
+    return os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)

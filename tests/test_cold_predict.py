@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from colecache_client import AsyncClient, Client, ReferenceWarning, Timeout
 from colecache_client.client import Study
 from colecache_client.types import StudyInfo
+from space_contract import pip_install_package
 
 # --- the SDK: timeouts that fit the call, no silent re-send -------------------------------------------
 INFO = {"limits": {"max_items_per_request": 1000}}
@@ -322,17 +322,7 @@ NB201_CELLS = [
 
 
 def _install(tmp_path: Path) -> str:
-    source, target = tmp_path / "toyenum-src", tmp_path / "site"
-    for relative, text in ENUMERABLE_TOY.items():
-        path = source / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
-        check=True,
-        capture_output=True,
-    )
-    return os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return pip_install_package(ENUMERABLE_TOY, tmp_path)
 
 
 def _references(server, timeout: float = 180.0) -> dict:

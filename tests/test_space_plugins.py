@@ -3,15 +3,9 @@ and a running server embeds, observes and predicts for it; plus the contract ove
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 from colecache_client.spaces import LOAD_ERRORS, get_space, spaces
-from space_contract import check_space_contract
+from space_contract import check_space_contract, pip_install_package
 
 BUILTIN = ("nb201", "nb101", "darts", "einspace", "graph")
 
@@ -114,25 +108,10 @@ def test_every_builtin_space_keeps_the_contract(name):
     check_space_contract(get_space(name), n=12, seed=1, forward=3)
 
 
-def _install_toy(tmp_path: Path) -> Path:
-    source, target = tmp_path / "toy-src", tmp_path / "site"
-    for relative, text in TOY_PACKAGE.items():
-        path = source / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
-        check=True,
-        capture_output=True,
-    )
-    assert list(target.glob("toy_colecache_space-*.dist-info"))
-    return target
-
-
 @pytest.mark.integration
 def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_server(tmp_path, server_factory):
-    site = _install_toy(tmp_path)
-    pythonpath = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    pythonpath = pip_install_package(TOY_PACKAGE, tmp_path)
+    assert list((tmp_path / "site").glob("toy_colecache_space-*.dist-info"))
     server = server_factory(PYTHONPATH=pythonpath)
     with server.client() as client:
         info = client.get("/info").json()
