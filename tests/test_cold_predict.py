@@ -348,7 +348,8 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_default_precompute_gives_default_studies_their_whole_space_reference(tmp_path, server_factory):
     pythonpath = _install(tmp_path)
     env = {"PYTHONPATH": pythonpath, "COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_LOG_LEVEL": "warning"}
-    first = server_factory(PYTHONPATH=pythonpath)
+    # Looks for a missing reference every second (default: a minute), so the refit below is quick to see.
+    first = server_factory(PYTHONPATH=pythonpath, COLECACHE_REFERENCE_RECHECK_S="1")
 
     # Nothing precomputed: /info says so per enumerable space, and the server log warns.
     status = _references(first)
@@ -362,12 +363,25 @@ def test_default_precompute_gives_default_studies_their_whole_space_reference(tm
         study = client.create_study("toy-default", space="toyenum")
         study.observe(TOY_ROWS)
         with pytest.warns(ReferenceWarning, match="colecache precompute --space toyenum"):
-            assert study.predict(["8-8", "64-64"]).reference == "observed"
+            degraded = study.predict(["8-8", "64-64"])
+            assert degraded.reference == "observed"
+            study.predict(["8-8"])
+    # The fit's fallback is logged once per study, naming the study and the command.
+    warned = [line for line in first.log_path.read_text().splitlines() if "asked for the whole-space" in line]
+    assert len(warned) == 1 and study.id in warned[0] and "colecache precompute --space toyenum" in warned[0]
 
     # `colecache precompute --space toyenum` with no other option, in process, into the same data dir.
     filled = _cli("precompute", "--space", "toyenum", env=env)
     assert filled.returncode == 0, filled.stderr
     assert "'canonical': True" in filled.stderr and "pooling mean" in filled.stderr and "layer 5" in filled.stderr
+
+    # The running server notices (within its recheck interval) and refits the same observations on the space.
+    time.sleep(1.5)
+    with Client(first.url, timeout=300) as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReferenceWarning)
+            upgraded = client.study(study.id).predict(["8-8", "64-64"])
+    assert upgraded.reference == "space" and upgraded.surrogate_version == degraded.surrogate_version
 
     # A server on that cache: /info says precomputed, and default studies (old and new) use the whole space.
     second = server_factory(PYTHONPATH=pythonpath)

@@ -23,6 +23,9 @@ def replicas(server_factory, postgres_url, redis_url, redis_prefix):
         "COLECACHE_REDIS_URL": redis_url,
         "COLECACHE_REDIS_PREFIX": redis_prefix,
         "COLECACHE_MIGRATE_ON_START": "true",  # both race to migrate: the advisory lock serialises them
+        # This file checks agreement between replicas, not fault handling (test_faults.py does that): a
+        # generous Redis timeout keeps a CPU-starved CI box from tripping the breaker mid-test.
+        "COLECACHE_REDIS_TIMEOUT_S": "10",
     }
     a, b = server_factory(**env), server_factory(**env)
     return a, b, postgres_url

@@ -51,7 +51,23 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Hot tier in Redis when set (e.g. redis://localhost:6379/0).")
     redis_prefix: str = Field("colecache", description="Prefix for every Redis key this server writes.")
     redis_ttl_s: int = Field(0, ge=0, description="Expiry of hot-tier entries in seconds (0 = rely on Redis eviction).")
+    redis_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Socket and connect timeout of each Redis call; past it the call is a miss (reads) or a skipped "
+        "fill (writes). Short, because the hot tier is an optimisation and a stalled Redis must not stall requests.",
+    )
+    redis_cooldown_s: float = Field(
+        2.0, ge=0, le=600, description="After a Redis error, skip Redis this long before trying it again (breaker)."
+    )
     memory_cache_mb: int = Field(256, ge=0, description="Size of the in-process LRU hot tier (used when no Redis).")
+    reference_recheck_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often a missing whole-space reference is looked for again in the durable tier (studies "
+        "and `/info`); a study fitted without it refits once it is found.",
+    )
     migrate_on_start: bool = Field(True, description="Run `alembic upgrade head` when the server starts.")
 
     # --- batching ----------------------------------------------------------------------------

@@ -112,7 +112,13 @@ def on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
 
 def make_hot_tier(settings: Settings) -> HotTier:
     if settings.redis_url:
-        return RedisTier(settings.redis_url, settings.redis_prefix, settings.redis_ttl_s)
+        return RedisTier(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.redis_ttl_s,
+            timeout_s=settings.redis_timeout_s,
+            cooldown_s=settings.redis_cooldown_s,
+        )
     return MemoryTier(settings.memory_cache_mb * 1024 * 1024)
 
 
@@ -149,7 +155,10 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
         services.backend, services.queue = backend, queue
         pipeline = EmbedPipeline(backend, queue, services.cache, default_embed_options(settings))
         services.studies = StudyService(
-            StudyRepository(services.cache.durable.engine), pipeline, settings.max_code_chars
+            StudyRepository(services.cache.durable.engine),
+            pipeline,
+            settings.max_code_chars,
+            reference_recheck_s=settings.reference_recheck_s,
         )
         services.pipeline = pipeline
         log.info("ready: %s (%s, dim %d)", backend.identity.model, backend.identity.revision, backend.identity.dim)

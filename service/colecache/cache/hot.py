@@ -135,7 +135,7 @@ class RedisTier:
     name = "redis"
 
     def __init__(
-        self, url: str, prefix: str = "colecache", ttl_s: int = 0, timeout_s: float = 0.5, cooldown_s: float = 2.0
+        self, url: str, prefix: str = "colecache", ttl_s: int = 0, timeout_s: float = 1.0, cooldown_s: float = 2.0
     ):
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry

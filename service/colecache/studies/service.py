@@ -10,6 +10,7 @@ refits on demand; fits are seeded, so the same observations give the same surrog
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -40,6 +41,15 @@ from .repository import (
 )
 
 MIN_OBSERVATIONS = 2
+
+log = logging.getLogger(__name__)
+
+
+def _enumerable(space_name: str) -> bool:
+    try:
+        return bool(get_space(space_name).describe().get("enumerable"))
+    except Exception:  # an unknown or broken plugin space: nothing to enumerate
+        return False
 
 
 class NotEnoughObservations(ValueError):
@@ -104,13 +114,22 @@ def spec_key(spec: Spec, options: RenderOptions) -> str:
 
 
 class StudyService:
-    def __init__(self, repo: StudyRepository, pipeline: EmbedPipeline, max_code_chars: int, max_fitted: int = 64):
+    def __init__(
+        self,
+        repo: StudyRepository,
+        pipeline: EmbedPipeline,
+        max_code_chars: int,
+        max_fitted: int = 64,
+        reference_recheck_s: float = 60.0,
+    ):
         self.repo = repo
+        self.reference_recheck_s = reference_recheck_s
         self.pipeline = pipeline
         self.max_code_chars = max_code_chars
         self._fitted: OrderedDict[str, FittedSurrogate] = OrderedDict()
         self._max_fitted = max_fitted
-        self._fits: SingleFlight[tuple[str, int], FittedSurrogate] = SingleFlight()
+        self._warned: set[str] = set()  # studies already warned about a degraded reference
+        self._fits: SingleFlight[tuple[str, int, bool], FittedSurrogate] = SingleFlight()
         self._references: dict[tuple[str, str], tuple[float, tuple[np.ndarray, np.ndarray | None] | None]] = {}
         self.fit_count = 0
 
@@ -220,7 +239,7 @@ class StudyService:
         now = time.monotonic()
         if memo_key in self._references:
             checked_at, value = self._references[memo_key]
-            if value is not None or now - checked_at < 60:
+            if value is not None or now - checked_at < self.reference_recheck_s:
                 return value
         value = await anyio.to_thread.run_sync(self._load_space_reference, study, options, fingerprint.id)
         self._references[memo_key] = (now, value)
@@ -265,13 +284,18 @@ class StudyService:
 
     # --- fitting and prediction ----------------------------------------------------------------
     async def fitted(self, study: StudyRecord) -> FittedSurrogate:
-        """The surrogate for the study's current version: cached, or fitted once for all concurrent callers."""
+        """The surrogate for the study's current version: cached, or fitted once for all concurrent callers.
+
+        A cached fit is also replaced when a better reference has appeared since it was made (the
+        space was precomputed after the study's last observation): same observations, new fit.
+        """
         current = self._fitted.get(study.id)
-        if current is not None and current.version >= study.version:  # `study` was read by this request
+        upgrade = current is not None and await self._reference_upgrade(study, current)
+        if current is not None and current.version >= study.version and not upgrade:  # `study` read by this request
             self._fitted.move_to_end(study.id)
             return current
         version, records = await anyio.to_thread.run_sync(self.repo.snapshot, study.id)
-        if current is not None and current.version == version:
+        if current is not None and current.version == version and not upgrade:
             return current
         distinct = len({r.spec_key for r in records})
         if distinct < MIN_OBSERVATIONS:
@@ -280,10 +304,13 @@ class StudyService:
                 f"and repeated runs count once); at least {MIN_OBSERVATIONS} distinct are needed to predict"
             )
 
-        async def fit(_: list[tuple[str, int]]) -> dict[tuple[str, int], FittedSurrogate]:
-            return {(study.id, version): await self._fit(study, version, records)}
+        # A fit that started before the reference appeared must not be joined by one that expects it.
+        flight = (study.id, version, upgrade)
 
-        result = (await self._fits.run([(study.id, version)], fit))[(study.id, version)]
+        async def fit(_: list[tuple[str, int, bool]]) -> dict[tuple[str, int, bool], FittedSurrogate]:
+            return {flight: await self._fit(study, version, records)}
+
+        result = (await self._fits.run([flight], fit))[flight]
         latest = self._fitted.get(study.id)
         if latest is None or latest.version <= result.version:
             self._fitted[study.id] = result
@@ -291,6 +318,19 @@ class StudyService:
             while len(self._fitted) > self._max_fitted:
                 self._fitted.popitem(last=False)
         return result
+
+    async def _reference_upgrade(self, study: StudyRecord, fitted: FittedSurrogate) -> bool:
+        """True when `fitted` used less than the whole space and the whole-space reference is now cached.
+
+        Cheap on the hot path: `_space_reference` re-reads the cache for a missing reference at most
+        every `reference_recheck_s` and keeps a found one in memory."""
+        if fitted.reference == "space":
+            return False
+        options = StudyOptions.of(study)
+        features = options.surrogate.features
+        if features.reference != "space" or not features.cole or not _enumerable(study.space):
+            return False
+        return await self._space_reference(study, options) is not None
 
     async def _fit(self, study: StudyRecord, version: int, records: list[ObservationRecord]) -> FittedSurrogate:
         options = StudyOptions.of(study)
@@ -309,6 +349,7 @@ class StudyService:
                 reference_kind = "candidates"
             if reference is None:
                 reference_kind = "observed"
+            self._warn_degraded(study, reference_kind)
         started = time.perf_counter()
         surrogate = Surrogate(options.surrogate)
         ref_cole, ref_struct = reference if reference is not None else (None, None)
@@ -323,6 +364,23 @@ class StudyService:
             seconds=seconds,
             reference=reference_kind,
             fitted_at=time.time(),
+        )
+
+    def _warn_degraded(self, study: StudyRecord, reference_kind: str) -> None:
+        """Log (once per study and kind) a fit of an enumerable space that asked for the space and got less."""
+        if reference_kind == "space" or not _enumerable(study.space):
+            self._warned.discard(study.id)
+            return
+        if study.id in self._warned:
+            return
+        self._warned.add(study.id)
+        log.warning(
+            "study %s (%s) asked for the whole-space reference but it is not cached: fitted on %s cells, which "
+            "ranks worse; run `colecache precompute --space %s` with the study's options (refits on its own after)",
+            study.id,
+            study.space,
+            reference_kind,
+            study.space,
         )
 
     async def predict(self, study: StudyRecord, values: Sequence[Any]) -> Prediction:

@@ -29,7 +29,6 @@ from ..state import Services, default_embed_options
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
-REFERENCE_CHECK_INTERVAL_S = 60.0
 """How often /info re-reads whether each space's whole-space reference is cached (at most)."""
 REFERENCE_MAX_CELLS = 100_000
 """Spaces that enumerate more cells than this are not checked (a study would not load them either)."""
@@ -47,7 +46,7 @@ class ReferenceCheck:
 
     That is what a default study needs for its whole-space reference; without it the study quietly
     fits its feature reduction on the observed cells and ranks worse. The keys of a space are
-    rendered once (seconds for NB201); their presence is re-read at most once a minute, off the
+    rendered once (seconds for NB201); their presence is re-read at most every `reference_recheck_s` (a minute), off the
     event loop, and a change is logged (a warning while a space is missing)."""
 
     keys: dict[tuple[str, str], list[bytes] | None] = field(default_factory=dict)
@@ -60,7 +59,7 @@ class ReferenceCheck:
             detail = services.startup_error or "model is loading"
             return {name: {"precomputed": None, "detail": detail} for name in _enumerable_spaces()}
         now = time.monotonic()
-        stale = self.checked_at is None or now - self.checked_at >= REFERENCE_CHECK_INTERVAL_S
+        stale = self.checked_at is None or now - self.checked_at >= services.settings.reference_recheck_s
         if stale and (self.task is None or self.task.done()):
             self.task = asyncio.get_running_loop().create_task(self._check(services))
         if self.checked_at is None and self.task is not None:
@@ -182,7 +181,7 @@ async def ready(services: Services = Depends(get_services)):
 )
 async def info(request: Request, services: Services = Depends(get_services)):
     """Also, per enumerable space, `reference`: whether its whole-space reference is cached for the default
-    study options (`precomputed`; null while checking or when it cannot apply), re-read at most once a minute."""
+    study options (`precomputed`; null while checking or when it cannot apply), re-read at most every `reference_recheck_s` (a minute)."""
     settings = services.settings
     references = await reference_check(request).current(services)
     identity = services.backend.identity if services.backend is not None else None
