@@ -219,7 +219,7 @@ class ServerProcess:
         return None if self.proc is None else self.proc.returncode
 
     def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120, **kwargs)
+        return httpx.Client(base_url=self.url, **{"timeout": 120, **kwargs})
 
 
 @pytest.fixture

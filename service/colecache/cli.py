@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -315,6 +316,67 @@ def precompute(
         f"{report.cells} cells: {report.already_cached} already cached, {report.computed} computed "
         f"in {report.seconds:.1f}s ({report.cells_per_second:.1f} cells/s); "
         f"fingerprints {', '.join(report.fingerprints)}"
+    )
+
+
+@app.command()
+def proxies(
+    space: Annotated[str, typer.Option(help="Search space to enumerate.")] = "nb201",
+    archs_file: Annotated[
+        Path | None,
+        typer.Option("--archs", help="File of architectures, one per line, for spaces that cannot be enumerated."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes, one torch thread each (default COLECACHE_PROXY_WORKERS).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N architectures (smoke runs).")] = None,
+    chunk: Annotated[int, typer.Option(help="Architectures per step (committed as they finish).")] = 256,
+) -> None:
+    """Score every architecture of a space with zero-cost proxies into the cache (resumable).
+
+    Builds each network from its rendered code (the space's `proxy_network`, canonical classes
+    once) and stores params, flops, synflow, naswot, jacov, snip and grad_norm; studies read
+    them with `features.proxies`. Cached networks are skipped, so a stopped run continues.
+    """
+    from colecache_client.spaces import SpecError, get_space
+    from tqdm import tqdm
+
+    from .local import local_stores
+    from .proxies.measure import plan_for
+    from .settings import get_settings
+    from .specs import ArchSpec
+
+    settings = get_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"proxy_workers": workers})
+    try:
+        plan = plan_for(space, settings.proxy_batch_size)
+        archs = _read_archs(space, archs_file) if archs_file else list(get_space(space).all_cells())
+    except (SpecError, NotImplementedError, OSError) as exc:
+        typer.echo(f"cannot score {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True)
+        raise typer.Exit(2) from None
+    canonical = get_space(space).canonical_arch
+    specs = list({canonical(a): ArchSpec(space, a) for a in archs[:limit]}.values())
+    typer.echo(
+        f"proxies {space}: {len(specs)} networks ({plan.network.constructor}, batch {plan.batch_size}, "
+        f"{settings.proxy_workers} worker(s)); cache: {_store_name(settings.resolved_database_url)}",
+        err=True,
+    )
+
+    async def run() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        async with local_stores(settings) as services:
+            with tqdm(total=len(specs), unit="net", desc=f"proxies {space}", dynamic_ncols=True) as bar:
+                for start in range(0, len(specs), chunk):
+                    outcome = await services.proxies.measure(specs[start : start + chunk], on_progress=bar.update)
+                    for source in outcome.sources:
+                        counts[source] = counts.get(source, 0) + 1
+        return counts
+
+    started = time.perf_counter()
+    counts = asyncio.run(run())
+    typer.echo(
+        f"{len(specs)} networks in {time.perf_counter() - started:.1f}s: {counts}; fingerprint {plan.fingerprint['id']}"
     )
 
 

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the queue waits for more items before a forward.")
     max_queue_items: int = Field(50_000, ge=1, description="Queued items before new work is refused with 429.")
 
+    # --- zero-cost proxies -------------------------------------------------------------------
+    proxy_workers: int = Field(
+        1, ge=1, le=256, description="Worker processes (one torch thread each) that build and score networks."
+    )
+    proxy_batch_size: int = Field(
+        16,
+        ge=2,
+        le=1024,
+        description="Gaussian inputs per scored network (naswot, jacov, snip, grad_norm); enters the proxy key.",
+    )
+
     # --- request limits ----------------------------------------------------------------------
     max_items_per_request: int = Field(4096, ge=1, description="Specs per /embed or /predict call (413 above).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Request body size limit (413 above).")

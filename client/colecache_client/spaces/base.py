@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 Arch = TypeVar("Arch", bound=Hashable)
@@ -25,6 +26,29 @@ class SpecError(ValueError):
 
     The message names the offending token so a 4xx answer can be read without the docs.
     """
+
+
+@dataclass(frozen=True)
+class ProxyNetwork:
+    """The full-size network a space's zero-cost proxies measure (see the service's `proxies` package).
+
+    `render_options` render the architecture as code that defines it (exec'd with `torch`, `nn`
+    and `F`, plus `helper_source()` when `primitives='exclude_helper'`); `constructor` builds it
+    in that namespace; it takes a batch of `input_shape` tensors and returns `num_classes` logits.
+    """
+
+    render_options: Mapping[str, str] = field(default_factory=dict)
+    constructor: str = "Network()"
+    input_shape: tuple[int, ...] = (3, 32, 32)
+    num_classes: int = 10
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "render_options": dict(sorted(self.render_options.items())),
+            "constructor": self.constructor,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
 
 
 class SearchSpace(ABC, Generic[Arch]):
@@ -119,6 +143,13 @@ class SearchSpace(ABC, Generic[Arch]):
         """
         raise NotImplementedError(f"search space {self.name!r} gives no example call")
 
+    def proxy_network(self) -> ProxyNetwork | None:
+        """How to build the network zero-cost proxies score, or None when this space has none.
+
+        Proxies run the rendered code, so a space offers them only when its code defines a whole
+        trainable network (a backbone context) for every architecture it accepts."""
+        return None
+
     # --- enumeration and helpers -------------------------------------------------------------
     def all_cells(self) -> Iterator[Arch]:
         """Every architecture, for spaces small enough to enumerate (whole-space precompute)."""
@@ -143,6 +174,7 @@ class SearchSpace(ABC, Generic[Arch]):
             "default_encodings": list(self.default_encodings),
             "render_options": {k: list(v) for k, v in self.render_choices.items()},
             "enumerable": type(self).all_cells is not SearchSpace.all_cells,
+            "proxy_network": None if (network := self.proxy_network()) is None else network.describe(),
         }
 
     def dedupe(self, archs: Iterable[Arch], seen: Iterable[str] = ()) -> list[Arch]:

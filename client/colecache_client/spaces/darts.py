@@ -25,7 +25,7 @@ from functools import lru_cache
 from numbers import Integral
 from typing import Any
 
-from .base import PRIMITIVES, SearchSpace, SpecError
+from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
 
 OPS: tuple[str, ...] = (
     "none",
@@ -681,6 +681,16 @@ class DartsSpace(SearchSpace[DartsGenotype]):
 
     def helper_source(self) -> str:
         return _HELPERS + "\n"
+
+    def proxy_network(self) -> ProxyNetwork:
+        """The DARTS search-phase network (C=16, 8 cells), CIFAR-10 input and classes; the evaluation network
+        (C=36, 20 cells) is about 10x the work per proxy on a CPU."""
+        return ProxyNetwork(
+            {"primitives": "inline", "context": "backbone", "dataset": "cifar10"},
+            "Network(C=16, layers=8)",
+            (3, 32, 32),
+            10,
+        )
 
     def example_call(self, arch: DartsGenotype, context: str = "none") -> tuple[str, tuple]:
         """The reduction cell after a reduction: exercises FactorizedReduce preprocessing and stride-2 edges."""

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from .base import PRIMITIVES, SearchSpace, SpecError
+from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
 
 INPUT = "input"
 OUTPUT = "output"
@@ -693,6 +693,16 @@ class NB101Space(SearchSpace[NB101Cell]):
 
     def helper_source(self) -> str:
         return _HELPERS + "\n"
+
+    def proxy_network(self) -> ProxyNetwork:
+        """NAS-Bench-101's network at a 16-channel stem (NB101 trains 128; the 8x narrower one is ~60x
+        cheaper to score on a CPU and keeps the cell structure), CIFAR-10 input and classes."""
+        return ProxyNetwork(
+            {"primitives": "inline", "context": "backbone", "dataset": "cifar10"},
+            "Network(stem_channels=16)",
+            (3, 32, 32),
+            10,
+        )
 
     def example_call(self, arch: NB101Cell, context: str = "none") -> tuple[str, tuple]:
         if context == "backbone":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .base import PRIMITIVES, SearchSpace, SpecError
+from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """NB201's own op order; op indices in specs refer to this tuple."""
@@ -233,6 +233,15 @@ class NB201Space(SearchSpace[NB201Cell]):
 
     def helper_source(self) -> str:
         return _HELPER_CLASS + "\n"
+
+    def proxy_network(self) -> ProxyNetwork:
+        """NAS-Bench-201's own training network: 16 channels, five cells per stage, CIFAR-10 input and classes."""
+        return ProxyNetwork(
+            {"primitives": "inline", "context": "backbone", "dataset": "cifar10"},
+            "Network(channels=16, cells_per_stage=5)",
+            (3, 32, 32),
+            10,
+        )
 
     def example_call(self, arch: NB201Cell, context: str = "none") -> tuple[str, tuple]:
         if context == "backbone":

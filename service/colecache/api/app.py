@@ -20,9 +20,9 @@ from . import observability
 from .auth import ApiKeyMiddleware
 from .errors import BodyLimitMiddleware, error_response, install_error_handlers
 from .responses import FastJSONResponse
-from .routes import embed, health, openai, studies
+from .routes import embed, health, openai, proxies, studies
 from .schemas import ErrorBody
-from .state import Services, load_model, on_stop_signal, open_stores, shutdown
+from .state import Services, load_model, make_proxy_measurer, on_stop_signal, open_stores, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, backend: TransformerBackend | N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         services = Services(settings=settings, cache=await open_stores(settings))
+        services.proxies = make_proxy_measurer(settings, services.cache)
         app.state.services = services
         # The model loads in the background: /health answers at once, /ready once it is warm.
         services.loader = asyncio.create_task(load_model(services, backend), name="colecache-load-model")
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, backend: TransformerBackend | N
     install_http_error_handler(app)
     app.include_router(health.router)
     app.include_router(embed.router)
+    app.include_router(proxies.router)
     app.include_router(studies.router)
     app.include_router(openai.router)
     app.include_router(observability.router)

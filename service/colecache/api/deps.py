@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from ..pipeline import EmbedPipeline
+from ..proxies.measure import ProxyMeasurer
 from ..studies.service import StudyService
 from .errors import NotReady
 from .state import Services
@@ -35,3 +36,10 @@ async def get_studies(request: Request) -> StudyService:
 async def get_owner(request: Request) -> str | None:
     """Who owns what this request creates or reads: the caller's API-key identity (None without auth)."""
     return getattr(request.state, "owner", None)
+
+
+async def get_proxies(request: Request) -> ProxyMeasurer:
+    services: Services = request.app.state.services
+    if services.proxies is None:
+        raise NotReady(services.startup_error or "stores are opening")
+    return services.proxies

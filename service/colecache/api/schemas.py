@@ -219,6 +219,29 @@ class EmbedResponse(BaseModel):
     items: list[EmbedItem]
 
 
+class ProxiesRequest(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    specs: list[SpecValue] = Field(
+        ..., min_length=1, description="Architecture specs (not code: proxies run the network). " + SPEC_DOC
+    )
+    space: str = Field("nb201", description="Search space of specs that do not name one.")
+
+
+class ProxiesItem(BaseModel):
+    index: int
+    source: Literal["redis", "memory", "sql", "computed"]
+    values: dict[str, float | None] = Field(..., description="Proxy name -> score (null: undefined for this network).")
+
+
+class ProxiesResponse(BaseModel):
+    proxies: list[str]
+    log10_scaled: list[str] = Field(..., description="Proxies given as signed log10(1 + |v|).")
+    fingerprint: dict[str, Any] = Field(..., description="Everything that shapes the scores; its `id` enters the keys.")
+    counts: dict[str, int]
+    items: list[ProxiesItem]
+
+
 class ErrorItem(BaseModel):
     index: int | None = Field(None, description="The item (spec, observation, candidate, input) at fault.")
     field: str | None = Field(None, description="Where in the request, e.g. `body.specs[0].code`.")

@@ -20,6 +20,7 @@ from ..embedding.backend import TransformerBackend
 from ..embedding.options import EmbedOptions
 from ..embedding.queue import BatchQueue
 from ..pipeline import EmbedPipeline
+from ..proxies.measure import ProxyMeasurer
 from ..settings import Settings
 from ..studies.repository import StudyRepository
 from ..studies.service import StudyService
@@ -35,6 +36,7 @@ class Services:
     queue: BatchQueue | None = None
     pipeline: EmbedPipeline | None = None
     studies: StudyService | None = None
+    proxies: ProxyMeasurer | None = None  # zero-cost proxies: needs the stores, not the model
     startup_error: str | None = None
     loader: asyncio.Task | None = field(default=None, repr=False)
     stopping: bool = False  # the server was told to stop (SIGTERM / SIGINT)
@@ -129,6 +131,10 @@ async def open_stores(settings: Settings) -> TieredCache:
     return TieredCache(make_hot_tier(settings), SqlTier(make_engine(url)))
 
 
+def make_proxy_measurer(settings: Settings, cache: TieredCache) -> ProxyMeasurer:
+    return ProxyMeasurer(cache, workers=settings.proxy_workers, batch_size=settings.proxy_batch_size)
+
+
 def default_embed_options(settings: Settings) -> EmbedOptions:
     return EmbedOptions(
         pooling=settings.pooling, layer=settings.layer, max_length=settings.max_length, normalize=settings.normalize
@@ -159,6 +165,7 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
             pipeline,
             settings.max_code_chars,
             reference_recheck_s=settings.reference_recheck_s,
+            proxies=services.proxies,
         )
         services.pipeline = pipeline
         log.info("ready: %s (%s, dim %d)", backend.identity.model, backend.identity.revision, backend.identity.dim)
@@ -174,4 +181,6 @@ async def shutdown(services: Services) -> None:
     queue, services.pipeline, services.studies = services.queue, None, None
     if queue is not None:
         await queue.close(drain=True)
+    if services.proxies is not None:
+        services.proxies.close()
     await services.cache.close()

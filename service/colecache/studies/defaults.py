@@ -26,4 +26,6 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace) -> SurrogateCon
         raise SpecError(
             f"search space {space.name!r} has no encoding(s) {', '.join(map(repr, unknown))} (known: {known})"
         )
+    if features.proxies and space.proxy_network() is None:
+        raise SpecError(f"search space {space.name!r} defines no network to score, so it has no zero-cost proxies")
     return config.model_copy(update={"features": features})

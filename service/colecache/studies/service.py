@@ -27,6 +27,8 @@ from ..cache.keys import cache_key
 from ..cache.singleflight import SingleFlight
 from ..embedding.options import EmbedOptions
 from ..pipeline import EmbedPipeline
+from ..proxies import PROXIES
+from ..proxies.measure import ProxyMeasurer
 from ..render import RenderOptions, render
 from ..specs import ArchSpec, CodeSpec, InvalidSpecs, ItemError, Spec, parse_spec
 from ..surrogate import Surrogate, SurrogateConfig
@@ -121,8 +123,10 @@ class StudyService:
         max_code_chars: int,
         max_fitted: int = 64,
         reference_recheck_s: float = 60.0,
+        proxies: ProxyMeasurer | None = None,
     ):
         self.repo = repo
+        self.proxies = proxies
         self.reference_recheck_s = reference_recheck_s
         self.pipeline = pipeline
         self.max_code_chars = max_code_chars
@@ -208,8 +212,9 @@ class StudyService:
 
     # --- features --------------------------------------------------------------------------------
     async def _features(
-        self, study: StudyRecord, options: StudyOptions, specs: Sequence[Spec]
-    ) -> tuple[np.ndarray | None, np.ndarray | None, list[str | None]]:
+        self, study: StudyRecord, options: StudyOptions, specs: Sequence[Spec], with_proxies: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, list[str | None]]:
+        """(COLE (n, d), structural (n, s), proxies (n, p), rendered archs) of `specs`, each None when unused."""
         features = options.surrogate.features
         cole = None
         archs: list[str | None] = []
@@ -225,7 +230,13 @@ class StudyService:
             struct = np.array(
                 [np.concatenate([space.encode(s.arch, kind) for kind in features.structural]) for s in specs]
             )
-        return cole, struct, archs
+        proxies = None
+        if features.proxies and with_proxies:
+            if self.proxies is None:
+                raise RuntimeError("zero-cost proxies are not available in this process")
+            outcome = await self.proxies.measure(specs)
+            proxies = outcome.values[:, [PROXIES.index(name) for name in features.proxies]]
+        return cole, struct, proxies, archs
 
     async def _space_reference(
         self, study: StudyRecord, options: StudyOptions
@@ -256,7 +267,7 @@ class StudyService:
         if current is None or not current.candidates:
             return None
         specs = self.parse_study_specs(current, current.candidates)
-        ref_cole, ref_struct, _ = await self._features(current, options, specs)
+        ref_cole, ref_struct, _, _ = await self._features(current, options, specs, with_proxies=False)
         if ref_cole is not None and cole is not None:
             ref_cole = np.concatenate([ref_cole, cole])
         if ref_struct is not None and struct is not None:
@@ -335,7 +346,7 @@ class StudyService:
     async def _fit(self, study: StudyRecord, version: int, records: list[ObservationRecord]) -> FittedSurrogate:
         options = StudyOptions.of(study)
         specs = self.parse_study_specs(study, [r.spec for r in records])
-        cole, struct, _ = await self._features(study, options, specs)
+        cole, struct, proxies, _ = await self._features(study, options, specs)
         # Every observation is a training row, repeats and isomorphic cells included: it ranked better than
         # one mean per class (benchmarks/results/surrogate_eval_repeats.md).
         y = np.array([r.value for r in records])
@@ -353,7 +364,7 @@ class StudyService:
         started = time.perf_counter()
         surrogate = Surrogate(options.surrogate)
         ref_cole, ref_struct = reference if reference is not None else (None, None)
-        await anyio.to_thread.run_sync(surrogate.fit, cole, struct, y, ref_cole, ref_struct)
+        await anyio.to_thread.run_sync(surrogate.fit, cole, struct, y, ref_cole, ref_struct, proxies)
         seconds = time.perf_counter() - started
         metrics.FIT_SECONDS.observe(seconds)
         self.fit_count += 1
@@ -387,6 +398,6 @@ class StudyService:
         specs = self.parse_study_specs(study, values)
         fitted = await self.fitted(study)
         options = StudyOptions.of(study)
-        cole, struct, archs = await self._features(study, options, specs)
-        mean, std = await anyio.to_thread.run_sync(fitted.surrogate.predict, cole, struct)
+        cole, struct, proxies, archs = await self._features(study, options, specs)
+        mean, std = await anyio.to_thread.run_sync(fitted.surrogate.predict, cole, struct, proxies)
         return Prediction(fitted, np.asarray(mean, dtype=float), np.asarray(std, dtype=float), archs)

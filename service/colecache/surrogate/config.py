@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..proxies import PROXIES
+
+ProxyName = Literal["params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm"]
+assert set(ProxyName.__args__) == set(PROXIES), "ProxyName must list proxies.PROXIES"
 
 
 class FeatureConfig(BaseModel):
@@ -40,6 +45,21 @@ class FeatureConfig(BaseModel):
         "`/info`). A study that does not set it gets its space's `default_encodings` (NB201: `path`).",
     )
     structural_weight: float = Field(2.0, gt=0, le=1e4, description="Scale of the structural block relative to COLE's.")
+    proxies: tuple[ProxyName, ...] = Field(
+        (),
+        max_length=len(PROXIES),
+        description="Zero-cost proxies of each untrained network (`POST /proxies`; fill a space ahead with "
+        "`colecache proxies`) appended as a block, each standardised on the observed cells.",
+    )
+    proxy_weight: float = Field(1.0, gt=0, le=1e4, description="Scale of the proxy block relative to COLE's.")
+
+    @model_validator(mode="after")
+    def _some_input(self) -> FeatureConfig:
+        if not (self.cole or self.structural or self.proxies):
+            raise ValueError("the surrogate needs an input: set cole, structural or proxies")
+        if len(set(self.proxies)) != len(self.proxies):
+            raise ValueError("each proxy at most once")
+        return self
 
 
 class HeadConfig(BaseModel):

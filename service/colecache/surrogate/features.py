@@ -1,4 +1,4 @@
-"""COLE vectors (and optional structural encodings) -> the head's input matrix."""
+"""COLE vectors (and optional structural encodings and zero-cost proxies) -> the head's input matrix."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ class FeatureMap:
         self.basis: np.ndarray | None = None
         self.struct_mean: np.ndarray | None = None
         self.struct_scale: float = 1.0
+        self.proxy_mean: np.ndarray | None = None
+        self.proxy_scale: np.ndarray | None = None
 
-    def fit(self, cole: np.ndarray | None, struct: np.ndarray | None) -> FeatureMap:
+    def fit(self, cole: np.ndarray | None, struct: np.ndarray | None, proxies: np.ndarray | None = None) -> FeatureMap:
         cfg = self.config
         if cfg.cole:
             if cole is None:
@@ -51,9 +53,20 @@ class FeatureMap:
             # One scale for the whole block: a column that never varies among the observed cells
             # must not blow up when a candidate finally has it.
             self.struct_scale = max(float(np.sqrt(struct.var(axis=0).mean())), 1e-8)
+        if cfg.proxies:
+            if proxies is None:
+                raise ValueError("proxy features requested but none given")
+            proxies = np.asarray(proxies, dtype=np.float64)
+            # Per column (each proxy has its own scale), ignoring undefined (NaN) scores.
+            with np.errstate(all="ignore"):
+                finite = np.where(np.isfinite(proxies), proxies, np.nan)
+                self.proxy_mean = np.nan_to_num(np.nanmean(finite, axis=0))
+                self.proxy_scale = np.maximum(np.nan_to_num(np.nanstd(finite, axis=0)), 1e-8)
         return self
 
-    def transform(self, cole: np.ndarray | None, struct: np.ndarray | None) -> np.ndarray:
+    def transform(
+        self, cole: np.ndarray | None, struct: np.ndarray | None, proxies: np.ndarray | None = None
+    ) -> np.ndarray:
         blocks = []
         if self.config.cole:
             centred = np.asarray(cole, dtype=np.float64) - self.mean
@@ -62,6 +75,11 @@ class FeatureMap:
         if self.config.structural:
             z = (np.asarray(struct, dtype=np.float64) - self.struct_mean) / self.struct_scale
             blocks.append(z * self.config.structural_weight)
+        if self.config.proxies:
+            z = (np.asarray(proxies, dtype=np.float64) - self.proxy_mean) / self.proxy_scale
+            # An undefined score sits at the mean; z is clipped so one extreme network cannot dominate.
+            z = np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -6.0, 6.0)
+            blocks.append(z * self.config.proxy_weight)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
 

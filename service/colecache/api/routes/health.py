@@ -181,7 +181,8 @@ async def ready(services: Services = Depends(get_services)):
 )
 async def info(request: Request, services: Services = Depends(get_services)):
     """Also, per enumerable space, `reference`: whether its whole-space reference is cached for the default
-    study options (`precomputed`; null while checking or when it cannot apply), re-read at most every `reference_recheck_s` (a minute)."""
+    study options (`precomputed`; null while checking or when it cannot apply), re-read at most every
+    `reference_recheck_s` (a minute)."""
     settings = services.settings
     references = await reference_check(request).current(services)
     identity = services.backend.identity if services.backend is not None else None

@@ -1,0 +1,27 @@
+"""Executable features: the rendered code is real PyTorch, so the server builds each network and
+scores it untrained (zero-cost proxies), with no training data.
+
+spec -> the space's proxy network code -> key -> cache tiers -> measured in a worker process ->
+values. This module is torch-free (names, scale, key); `zero_cost` computes, `measure` serves.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Bump when a formula, an input or the stored scale changes: it is part of every cached value's key.
+PROXY_VERSION = "zc/1"
+PROXIES: tuple[str, ...] = ("params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm")
+# Stored (and used) as signed log10(1 + |v|): these span orders of magnitude (synflow passes 1e37,
+# beyond what float32 holds). Monotone, so rank correlations are those of the raw scores.
+LOG_SCALED = frozenset({"params", "flops", "synflow", "snip", "grad_norm"})
+
+
+def stored_value(name: str, raw: float) -> float:
+    """A raw proxy score on the scale it is cached and used at (NaN stays NaN: undefined for this network)."""
+    if name in LOG_SCALED and math.isfinite(raw):
+        return math.copysign(math.log10(1.0 + abs(raw)), raw)
+    return raw
+
+
+__all__ = ["LOG_SCALED", "PROXIES", "PROXY_VERSION", "stored_value"]

@@ -1,0 +1,153 @@
+"""Zero-cost proxies: scores of an untrained network that correlate with its trained accuracy.
+
+Every proxy here needs no data: inputs are seeded Gaussian images and labels are seeded random
+classes (the data-free variants; NASLib computes the same scores on a real CIFAR batch, see
+benchmarks/results/proxies.md for how the two compare). One call builds the network once and
+runs two passes: synflow on a linearised float64 copy, and one Gaussian batch whose forward and
+backward feed naswot, jacov, snip and grad_norm.
+
+Sources (formulas, not code):
+- synflow: Tanaka et al. 2020, "Pruning neural networks without any data by iteratively conserving
+  synaptic flow"; as a NAS proxy: Abdelfattah et al. 2021, "Zero-Cost Proxies for Lightweight NAS".
+  Sum over conv/linear weights of |theta * dR/dtheta| with all weights made positive, an all-ones
+  input and R the sum of the outputs (BatchNorm in eval mode, i.e. the identity at init).
+- naswot: Mellor et al. 2021, "Neural Architecture Search without Training" (v2): log|det K| with
+  K[i, j] = number of ReLUs on which inputs i and j agree (active or inactive).
+- jacov: Mellor et al. 2020 (v1 of the same paper): -sum(log(l + k) + 1 / (l + k)) over the eigen-
+  values l of the correlation matrix of the per-input Jacobians d(sum of outputs)/d(input), k = 1e-5.
+- snip: Lee et al. 2019, "SNIP: single-shot network pruning": sum |theta * dL/dtheta| (conv/linear).
+- grad_norm: Abdelfattah et al. 2021: sum over conv/linear weights of ||dL/dtheta||_2.
+- params: trainable parameters; flops: 2 x multiply-adds of the conv and linear layers for one
+  input (the convention of NAS-Bench-201's own FLOPs column and of thop), counted by hooks during
+  the batch forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import PROXIES, PROXY_VERSION
+
+
+@dataclass(frozen=True)
+class ProxyInputs:
+    """What the proxies see: a batch of seeded N(0, 1) images and seeded random labels."""
+
+    input_shape: tuple[int, ...]  # one input, e.g. (3, 32, 32)
+    num_classes: int
+    batch_size: int = 16
+    seed: int = 0
+
+    def describe(self) -> str:
+        shape = "x".join(str(d) for d in self.input_shape)
+        return f"{PROXY_VERSION}|in={shape}|classes={self.num_classes}|batch={self.batch_size}|seed={self.seed}"
+
+
+def _weighted_layers(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
+
+
+def _synflow(net: nn.Module, inputs: ProxyInputs) -> float:
+    model = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    model.zero_grad()
+    out = model(torch.ones((1, *inputs.input_shape), dtype=torch.float64))
+    out.sum().backward()
+    total = 0.0
+    for layer in _weighted_layers(model):
+        if layer.weight.grad is not None:
+            total += float((layer.weight * layer.weight.grad).abs().sum().detach())
+    return total
+
+
+def _logdet_agreement(codes: torch.Tensor) -> float:
+    """log|det K| where K[i, j] counts units on which rows i and j agree (codes are 0/1, float64)."""
+    k = codes @ codes.T + (1 - codes) @ (1 - codes).T
+    sign, logdet = np.linalg.slogdet(k.numpy())
+    return float(logdet) if sign != 0 else float("-inf")
+
+
+def _jacov(jacobians: torch.Tensor) -> float:
+    flat = jacobians.reshape(jacobians.shape[0], -1).double().numpy()
+    corr = np.corrcoef(flat)
+    if not np.all(np.isfinite(corr)):
+        return float("nan")
+    eigenvalues = np.linalg.eigvalsh(corr)
+    k = 1e-5
+    return float(-np.sum(np.log(eigenvalues + k) + 1.0 / (eigenvalues + k)))
+
+
+def _layer_flops(module: nn.Module, output: torch.Tensor) -> float:
+    """2 x multiply-adds of one conv / linear layer for one input (output shape includes the batch)."""
+    per_output = module.weight[0].numel()  # in_channels / groups x kernel elements, or in_features
+    return 2.0 * per_output * output[0].numel()
+
+
+def compute_proxies(
+    build: Callable[[], nn.Module], inputs: ProxyInputs, names: Sequence[str] = PROXIES
+) -> dict[str, float]:
+    """Every requested proxy of the network `build()` returns, for the given inputs.
+
+    `build` is called once, under `torch.manual_seed(inputs.seed)` so the initial weights are
+    reproducible. Returns raw values (no log scaling), `nan` where a score is undefined (e.g. a
+    network whose output does not depend on its input). Raises whatever building or running the
+    network raises (the caller names the item).
+    """
+    unknown = set(names) - set(PROXIES)
+    if unknown:
+        raise ValueError(f"unknown proxies {sorted(unknown)}; known: {', '.join(PROXIES)}")
+    torch.manual_seed(inputs.seed)
+    net = build()
+    net.train()
+    out: dict[str, float] = {}
+    if "params" in names:
+        out["params"] = float(sum(p.numel() for p in net.parameters() if p.requires_grad))
+    if "synflow" in names:
+        out["synflow"] = _synflow(net, inputs)
+    if not {"flops", "naswot", "jacov", "snip", "grad_norm"} & set(names):
+        return out
+
+    generator = torch.Generator().manual_seed(inputs.seed + 1)
+    x = torch.randn((inputs.batch_size, *inputs.input_shape), generator=generator).requires_grad_(True)
+    labels = torch.randint(0, inputs.num_classes, (inputs.batch_size,), generator=generator)
+    codes: list[torch.Tensor] = []
+    flops = [0.0]
+
+    def record_relu(_module, _inp, output):
+        codes.append((output.detach().reshape(output.shape[0], -1) > 0).double())
+
+    def record_flops(module, _inp, output):
+        flops[0] += _layer_flops(module, output)
+
+    hooks = [m.register_forward_hook(record_relu) for m in net.modules() if isinstance(m, nn.ReLU)]
+    hooks += [m.register_forward_hook(record_flops) for m in _weighted_layers(net)]
+    try:
+        net.zero_grad()
+        logits = net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if "flops" in names:
+        out["flops"] = flops[0]
+    if "naswot" in names:
+        out["naswot"] = _logdet_agreement(torch.cat(codes, dim=1)) if codes else float("nan")
+    if "jacov" in names:
+        # A cell whose every path is `none` cuts the input off: no Jacobian, an undefined score.
+        (jac,) = torch.autograd.grad(logits.sum(), x, retain_graph=True, allow_unused=True)
+        out["jacov"] = _jacov(jac) if jac is not None else float("nan")
+    if {"snip", "grad_norm"} & set(names):
+        nn.functional.cross_entropy(logits, labels).backward()
+        layers = [m for m in _weighted_layers(net) if m.weight.grad is not None]
+        if "snip" in names:
+            out["snip"] = float(sum(float((m.weight.grad * m.weight.detach()).abs().sum()) for m in layers))
+        if "grad_norm" in names:
+            out["grad_norm"] = float(sum(float(m.weight.grad.norm()) for m in layers))
+    return out
