@@ -48,7 +48,7 @@ def build_decoder(target: Path, tiny: bool) -> Path:
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL)[0])
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL).source)
     if tiny:
         size = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
     else:
@@ -123,7 +123,7 @@ def main(
     random.Random(1).shuffle(all_cells)
     options = RenderOptions()
     models = {
-        "all-MiniLM-L6-v2": (str(resolve_model_ref(BUNDLED_MODEL)[0]), "mean"),
+        "all-MiniLM-L6-v2": (str(resolve_model_ref(BUNDLED_MODEL).source), "mean"),
         "Qwen2-style decoder, random weights": (str(build_decoder(workdir / "decoder", tiny)), "last_token"),
     }
     rows: list[tuple[str, str, str, str]] = []

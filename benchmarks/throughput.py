@@ -74,7 +74,7 @@ def raw_throughput(texts: list[str], batch_size: int = 32, max_length: int = 512
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    path = resolve_model_ref(BUNDLED_MODEL)[0]
+    path = resolve_model_ref(BUNDLED_MODEL).source
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -93,7 +93,7 @@ def raw_throughput(texts: list[str], batch_size: int = 32, max_length: int = 512
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL)[0])
+    return AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL).source)
 
 
 def token_counts(texts: list[str]) -> list[int]:
@@ -177,7 +177,7 @@ def infinity_model_dir(workdir: Path) -> Path:
     """The bundled MiniLM, with sentence-transformers' own 256-token cap raised to our 512."""
     target = workdir / "minilm-512"
     if not target.exists():
-        shutil.copytree(resolve_model_ref(BUNDLED_MODEL)[0], target)
+        shutil.copytree(resolve_model_ref(BUNDLED_MODEL).source, target)
         config = json.loads((target / "sentence_bert_config.json").read_text())
         config["max_seq_length"] = 512
         (target / "sentence_bert_config.json").write_text(json.dumps(config))

