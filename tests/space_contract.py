@@ -76,6 +76,26 @@ def check_space_contract(space: SearchSpace, n: int = 25, seed: int = 0, forward
         for primitives in space.render_choices.get("primitives", ("exclude_helper",)):
             for context in space.render_choices.get("context", ("none",)):
                 run_rendered(space, arch, primitives=primitives, context=context)
+    if space.proxy_network() is not None:
+        for arch in archs[:2]:
+            check_proxy_network(space, arch)
+
+
+def check_proxy_network(space: SearchSpace, arch) -> None:
+    """The network zero-cost proxies score builds from the rendered code and maps inputs to class logits."""
+    import torch
+
+    network = space.proxy_network()
+    options = dict(network.render_options)
+    namespace: dict = {}
+    exec(RENDER_NAMESPACE_IMPORTS, namespace)
+    if options.get("primitives", "exclude_helper") == "exclude_helper":
+        exec(space.helper_source(), namespace)
+    exec(space.render(space.canonical_arch(arch), **options), namespace)
+    module = eval(network.constructor, namespace).eval()
+    with torch.no_grad():
+        out = module(torch.randn(2, *network.input_shape))
+    assert tuple(out.shape) == (2, network.num_classes), f"proxy network of {space.to_string(arch)}: {out.shape}"
 
 
 def naslib_subset(filename: str) -> Path | None:
