@@ -183,10 +183,6 @@ class ProxyMeasurer:
         matrix = np.stack([values[j.key] for j in jobs]).astype(np.float32)
         return ProxyOutcome(matrix, [sources[j.key] for j in jobs], fingerprint)
 
-    async def existing(self, specs: Sequence[Spec]) -> set[bytes]:
-        jobs, _ = self.jobs(specs)
-        return await asyncio.to_thread(self.cache.durable.existing, [j.key for j in jobs])
-
     async def _compute(
         self, jobs: list[ProxyJob], plan: ProxyPlan, on_progress: Callable[[int], None] | None
     ) -> dict[bytes, np.ndarray | Exception]:
