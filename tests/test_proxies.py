@@ -195,3 +195,14 @@ def test_cli_fills_a_space_resumably(tmp_path):
     assert second.returncode == 0 and "'sql': 10" in second.stdout and "computed" not in second.stdout
     refused = subprocess.run([*command[:4], "--space", "einspace"], capture_output=True, text=True, env=env)
     assert refused.returncode == 2 and "no network to score" in refused.stderr
+
+
+@pytest.mark.integration
+def test_sdk_proxies_in_order_with_nulls_for_undefined_scores(default_server):
+    from colecache_client import Client
+
+    with Client(default_server.url) as client:
+        result = client.proxies([CELL, DEAD, CELL])
+    assert result.proxies == list(PROXIES) and len(result.items) == 3
+    assert result.items[0].values == result.items[2].values
+    assert result.column("jacov")[1] is None and result.column("params")[1] is not None

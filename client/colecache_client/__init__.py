@@ -32,6 +32,8 @@ from .types import (
     ObservationsWritten,
     Prediction,
     PredictResult,
+    ProxiesResult,
+    ProxyItem,
     StudyInfo,
 )
 
@@ -52,6 +54,8 @@ __all__ = [
     "PayloadTooLarge",
     "PredictResult",
     "Prediction",
+    "ProxiesResult",
+    "ProxyItem",
     "RateLimited",
     "ReferenceWarning",
     "SearchResult",

@@ -20,6 +20,8 @@ from .types import (
     ObservationsWritten,
     Prediction,
     PredictResult,
+    ProxiesResult,
+    ProxyItem,
     StudyInfo,
 )
 
@@ -40,6 +42,7 @@ class Call:
     retry_unsent_only: bool = False
     items: int = 0
     resend_on_timeout: bool = True
+    cost: float = 1.0  # work per item relative to embedding one spec (scales the per-item allowance)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,28 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 def _clean(options: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (options or {}).items() if v is not None}
+
+
+# Scoring one uncached network (build, forward, backward) is about four embeddings' worth on a CPU.
+PROXY_COST = 4.0
+
+
+def proxies(specs: Sequence[Any], space: str) -> Plan:
+    limit = yield ChunkLimit()
+    items: list[ProxyItem] = []
+    body: dict[str, Any] = {"proxies": [], "log10_scaled": [], "fingerprint": {}}
+    for part in chunks(list(specs), limit):
+        body = yield Call(
+            "POST",
+            "/proxies",
+            json={"specs": list(part), "space": space},
+            items=len(part),
+            resend_on_timeout=False,
+            cost=PROXY_COST,
+        )
+        offset = len(items)
+        items.extend(ProxyItem(offset + raw["index"], raw["source"], raw["values"]) for raw in body["items"])
+    return ProxiesResult(body["proxies"], body["log10_scaled"], body["fingerprint"], items)
 
 
 def embed(

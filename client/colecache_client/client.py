@@ -24,7 +24,7 @@ from ._transport import (
     timeout_message,
 )
 from .errors import APIError, Timeout, TransportError
-from .types import EmbedResult, Observation, ObservationsWritten, PredictResult, StudyInfo
+from .types import EmbedResult, Observation, ObservationsWritten, PredictResult, ProxiesResult, StudyInfo
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -108,7 +108,7 @@ class _Base:
 
     def _timeout(self, call: Call) -> httpx.Timeout | None:
         """The per-call timeout of a call that may embed many specs (None: the client's own)."""
-        timeout = call_timeout(self._http.timeout, call.items, self.timeout_per_item)
+        timeout = call_timeout(self._http.timeout, call.items, self.timeout_per_item * call.cost)
         if timeout is not None:
             log.info(
                 "%s %s: %d spec(s), waiting up to %.0f s for the answer",
@@ -240,6 +240,11 @@ class Client(_Base):
     ) -> EmbedResult:
         """Vectors for specs (cell strings, op lists, `{"code": ...}`), in order; chunked as needed."""
         return self._run(_plans.embed(specs, space, render, embedder))
+
+    def proxies(self, specs: Sequence[Any], *, space: str = "nb201") -> ProxiesResult:
+        """Zero-cost proxies of each architecture's untrained network, in order (cached by the server;
+        about a second per uncached NB201 network per server worker, so long calls wait accordingly)."""
+        return self._run(_plans.proxies(specs, space))
 
     # --- studies -------------------------------------------------------------------------------
     def create_study(
@@ -411,6 +416,9 @@ class AsyncClient(_Base):
 
     async def embed(self, specs, *, space="nb201", render=None, embedder=None) -> EmbedResult:
         return await self._run(_plans.embed(specs, space, render, embedder))
+
+    async def proxies(self, specs, *, space="nb201") -> ProxiesResult:
+        return await self._run(_plans.proxies(specs, space))
 
     async def create_study(
         self,

@@ -19,6 +19,26 @@ class EmbedItem:
 
 
 @dataclass(frozen=True)
+class ProxyItem:
+    index: int
+    source: str  # 'redis' | 'memory' | 'sql' | 'computed'
+    values: dict[str, float | None]  # proxy -> score (None: undefined for this network)
+
+
+@dataclass(frozen=True)
+class ProxiesResult:
+    """Zero-cost proxies of each spec's untrained network (see `POST /proxies`)."""
+
+    proxies: list[str]
+    log10_scaled: list[str]  # given as signed log10(1 + |v|)
+    fingerprint: dict[str, Any]
+    items: list[ProxyItem]
+
+    def column(self, name: str) -> list[float | None]:
+        return [item.values[name] for item in self.items]
+
+
+@dataclass(frozen=True)
 class EmbedResult:
     dim: int
     fingerprint: dict[str, Any]
