@@ -51,7 +51,13 @@ class FeatureConfig(BaseModel):
         description="Zero-cost proxies of each untrained network (`POST /proxies`; fill a space ahead with "
         "`colecache proxies`) appended as a block, each standardised on the observed cells.",
     )
-    proxy_weight: float = Field(1.0, gt=0, le=1e4, description="Scale of the proxy block relative to COLE's.")
+    proxy_weight: float = Field(
+        8.0,
+        gt=0,
+        le=1e4,
+        description="Scale of the proxy block relative to COLE's (8: best of 1-16 on tuning draws, "
+        "benchmarks/results/proxies.md).",
+    )
 
     @model_validator(mode="after")
     def _some_input(self) -> FeatureConfig:
