@@ -14,21 +14,6 @@ class ModelUnavailable(RuntimeError):
 
 
 @asynccontextmanager
-async def local_services(settings: Settings | None = None) -> AsyncIterator[Services]:
-    """Open the configured stores and load the model; raise if it cannot be made ready."""
-    settings = settings or get_settings()
-    services = Services(settings=settings, cache=await open_stores(settings))
-    services.proxies = make_proxy_measurer(settings, services.cache)
-    try:
-        await load_model(services)
-        if services.pipeline is None:
-            raise ModelUnavailable(f"model failed to load: {services.startup_error}")
-        yield services
-    finally:
-        await shutdown(services)
-
-
-@asynccontextmanager
 async def local_stores(settings: Settings | None = None) -> AsyncIterator[Services]:
     """Open the configured stores only (no model): enough for zero-cost proxies."""
     settings = settings or get_settings()
@@ -38,3 +23,13 @@ async def local_stores(settings: Settings | None = None) -> AsyncIterator[Servic
         yield services
     finally:
         await shutdown(services)
+
+
+@asynccontextmanager
+async def local_services(settings: Settings | None = None) -> AsyncIterator[Services]:
+    """Open the configured stores and load the model; raise ModelUnavailable if it cannot be made ready."""
+    async with local_stores(settings) as services:
+        await load_model(services)
+        if services.pipeline is None:
+            raise ModelUnavailable(f"model failed to load: {services.startup_error}")
+        yield services
