@@ -43,6 +43,10 @@ FORWARD_SECONDS = Histogram(
 FIT_SECONDS = Histogram(
     "colecache_surrogate_fit_seconds", "Surrogate fit time", buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60)
 )
+PREDICTIONS_NOT_RECORDED = Counter(
+    "colecache_predictions_not_recorded_total",
+    "Out-of-sample predictions answered but not kept for the study report (the SQL write failed)",
+)
 
 
 def record_lookup(sources: Sequence[str | None]) -> None:

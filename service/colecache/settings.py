@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         description="How often a missing whole-space reference is looked for again in the durable tier (studies "
         "and `/info`); a study fitted without it refits once it is found.",
     )
+    max_pending_predictions: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="Out-of-sample predictions kept per study for its report (the latest per architecture, oldest "
+        "dropped first); 0 turns prequential evaluation off.",
+    )
     migrate_on_start: bool = Field(True, description="Run `alembic upgrade head` when the server starts.")
 
     # --- batching ----------------------------------------------------------------------------

@@ -429,6 +429,74 @@ class ObservationsPage(BaseModel):
     observations: list[ObservationOut]
 
 
+class Calibration(BaseModel):
+    n: int = Field(description="Pairs with std > 0 (the shares are over these)")
+    within_1std: float | None
+    within_2std: float | None
+    expected_1std: float = Field(description="A Gaussian's share inside +- 1 std (0.6827)")
+    expected_2std: float = Field(description="A Gaussian's share inside +- 2 std (0.9545)")
+
+
+class OnlineFigures(BaseModel):
+    n_pairs: int
+    kendall_tau: float | None = Field(description="Predicted mean vs observed value; null below 3 pairs")
+    spearman_rho: float | None
+    mae: float | None = Field(description="Mean |observed - predicted mean|, in the objective's units")
+    calibration: Calibration
+
+
+class RecentFigures(OnlineFigures):
+    window: int
+
+
+class BestOut(BaseModel):
+    value: float
+    index: int = Field(description="1-based evaluation index (order of arrival)")
+    arch: str | None
+
+
+class BestSoFarPoint(BaseModel):
+    index: int
+    value: float
+    best: float
+
+
+class PairOut(BaseModel):
+    index: int
+    arch: str | None
+    mean: float
+    std: float
+    value: float
+    surrogate_version: int
+    n_train: int
+
+
+class TauPoint(BaseModel):
+    index: int
+    n_pairs: int
+    kendall_tau: float | None = Field(description="Over every pair up to this one")
+    window_tau: float | None = Field(description="Over the latest `window` pairs up to this one")
+
+
+class StudyReport(BaseModel):
+    """Prequential figures: the latest prediction for each architecture the surrogate had not been
+    fitted on, paired with the value later observed for it."""
+
+    study_id: str
+    name: str
+    space: str
+    objective: str
+    direction: str
+    version: int
+    n_observations: int
+    best: BestOut | None
+    online: OnlineFigures
+    recent: RecentFigures
+    best_so_far: list[BestSoFarPoint]
+    pairs: list[PairOut]
+    tau_over_time: list[TauPoint]
+
+
 # --- OpenAI-compatible routes ----------------------------------------------------------------------
 class OpenAIModel(BaseModel):
     id: str

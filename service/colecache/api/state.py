@@ -166,6 +166,7 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
             settings.max_code_chars,
             reference_recheck_s=settings.reference_recheck_s,
             proxies=services.proxies,
+            max_pending_predictions=settings.max_pending_predictions,
         )
         services.pipeline = pipeline
         log.info("ready: %s (%s, dim %d)", backend.identity.model, backend.identity.revision, backend.identity.dim)

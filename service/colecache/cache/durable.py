@@ -11,20 +11,12 @@ import json
 from collections.abc import Sequence
 
 from sqlalchemy import Engine, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ..db.engine import dialect_insert
 from ..db.schema import embeddings, fingerprints
 from .record import EmbeddingRecord, vector_from_bytes, vector_to_bytes
 
 _CHUNK = 500  # keys per IN (...) / rows per INSERT, well under every driver's parameter limit
-
-
-def _insert(dialect: str, table):
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"the durable tier supports SQLite and PostgreSQL, not {dialect}")
 
 
 class SqlTier:
@@ -79,13 +71,15 @@ class SqlTier:
                     }
                     for i, (key, record) in enumerate(chunk)
                 ]
-                stmt = _insert(self._dialect, embeddings).values(values).on_conflict_do_nothing()
+                stmt = dialect_insert(self._dialect, embeddings).values(values).on_conflict_do_nothing()
                 inserted.update(bytes(k) for (k,) in conn.execute(stmt.returning(embeddings.c.key)))
         existing = [key for key, _ in rows if key not in inserted]
         return self.get_many(existing) if existing else {}
 
     def register_fingerprint(self, fingerprint_id: str, spec: dict) -> None:
-        stmt = _insert(self._dialect, fingerprints).values(id=fingerprint_id, spec=json.dumps(spec, sort_keys=True))
+        stmt = dialect_insert(self._dialect, fingerprints).values(
+            id=fingerprint_id, spec=json.dumps(spec, sort_keys=True)
+        )
         with self.engine.begin() as conn:
             conn.execute(stmt.on_conflict_do_nothing())
 

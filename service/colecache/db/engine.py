@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 
 WRITE_INTENT = "colecache_write_intent"
 """Execution option: this transaction will write after reading (BEGIN IMMEDIATE on SQLite)."""
@@ -46,6 +47,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args
     )
+
+
+def dialect_insert(dialect: str, table: Table):
+    """An INSERT with the dialect's `on_conflict_do_nothing` / `on_conflict_do_update` (upserts)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"colecache stores in SQLite and PostgreSQL, not {dialect}")
 
 
 def alembic_config(url: str):

@@ -91,3 +91,36 @@ observations = Table(
     # Isomorphic cells and repeated runs (distinct metadata) are separate rows; see studies/repository.py.
     UniqueConstraint("study_id", "measurement_key", name="uq_observations_study_id_measurement_key"),
 )
+
+# Prequential evaluation (studies/prequential.py): a prediction is kept only for an architecture the
+# surrogate was not trained on, the latest one per architecture; observing the architecture turns it
+# into a pair with the observed value.
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("study_id", String(32), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True),
+    Column("spec_key", String(200), primary_key=True, comment="the architecture's class, as in observations"),
+    Column("surrogate_version", Integer, nullable=False, comment="study version the surrogate was fitted on"),
+    Column("n_train", Integer, nullable=False, comment="observations the surrogate was fitted on"),
+    Column("mean", Float, nullable=False),
+    Column("std", Float, nullable=False),
+    Column("predicted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+prequential_pairs = Table(
+    "prequential_pairs",
+    metadata,
+    Column(
+        "observation_id",
+        Integer,
+        ForeignKey("observations.id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="the observation that settled the prediction (its value is the outcome)",
+    ),
+    Column("study_id", String(32), ForeignKey("studies.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("surrogate_version", Integer, nullable=False),
+    Column("n_train", Integer, nullable=False),
+    Column("mean", Float, nullable=False),
+    Column("std", Float, nullable=False),
+    Column("predicted_at", DateTime(timezone=True), nullable=False),
+)

@@ -18,13 +18,13 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from ..db.engine import WRITE_INTENT
-from ..db.schema import observations, studies
+from ..db.engine import WRITE_INTENT, dialect_insert
+from ..db.schema import observations, predictions, prequential_pairs, studies
 
 ConflictPolicy = Literal["reject", "replace", "keep"]
 
@@ -109,6 +109,30 @@ class ObservationConflict(ValueError):
             "different value (isomorphic cells and runs with distinct metadata, e.g. {'seed': 2}, are kept as "
             "separate observations and never conflict)"
         )
+
+
+@dataclass(frozen=True)
+class PendingPrediction:
+    """A prediction for an architecture the surrogate was not fitted on, awaiting its observation."""
+
+    spec_key: str
+    surrogate_version: int
+    n_train: int
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """A prequential pair: the latest out-of-sample prediction for an architecture and its observed value."""
+
+    observation_id: int
+    arch: str | None
+    value: float
+    mean: float
+    std: float
+    surrogate_version: int
+    n_train: int
 
 
 class StudyNotFound(LookupError):
@@ -214,7 +238,8 @@ class StudyRepository:
                 is None
             ):
                 return False
-            conn.execute(delete(observations).where(observations.c.study_id == study_id))
+            for table in (prequential_pairs, predictions, observations):
+                conn.execute(delete(table).where(table.c.study_id == study_id))
             conn.execute(delete(studies).where(studies.c.id == study_id))
         return True
 
@@ -298,6 +323,8 @@ class StudyRepository:
                         for key, item in fresh.items()
                     ],
                 )
+            if fresh:
+                self._settle_predictions(conn, study_id, fresh)
             for row_id, item in replace.items():
                 conn.execute(
                     update(observations)
@@ -312,6 +339,130 @@ class StudyRepository:
                 select(func.count()).select_from(observations).where(observations.c.study_id == study_id)
             ).scalar_one()
         return WriteResult(len(fresh), unchanged, replaced, kept, version, int(count))
+
+    @staticmethod
+    def _settle_predictions(conn, study_id: str, fresh: dict[str, NewObservation]) -> None:
+        """Pair each newly observed architecture's pending prediction with its observation (same transaction).
+
+        Every new measurement of the architecture in this post gets the pair; the prediction is then
+        consumed, so a later repeat (seen by the surrogate by then) never pairs with a stale one."""
+        spec_keys = list({item.spec_key for item in fresh.values()})
+        pending: dict[str, object] = {}
+        for start in range(0, len(spec_keys), 500):
+            chunk = spec_keys[start : start + 500]
+            query = select(predictions).where(predictions.c.study_id == study_id, predictions.c.spec_key.in_(chunk))
+            pending.update({row.spec_key: row for row in conn.execute(query)})
+        if not pending:
+            return
+        keys = [key for key, item in fresh.items() if item.spec_key in pending]
+        ids: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            query = select(observations.c.id, observations.c.measurement_key).where(
+                observations.c.study_id == study_id, observations.c.measurement_key.in_(keys[start : start + 500])
+            )
+            ids.update({row.measurement_key: row.id for row in conn.execute(query)})
+        rows = []
+        for key in keys:
+            prediction = pending[fresh[key].spec_key]
+            rows.append(
+                {
+                    "observation_id": ids[key],
+                    "study_id": study_id,
+                    "surrogate_version": prediction.surrogate_version,
+                    "n_train": prediction.n_train,
+                    "mean": prediction.mean,
+                    "std": prediction.std,
+                    "predicted_at": prediction.predicted_at,
+                }
+            )
+        conn.execute(insert(prequential_pairs), rows)
+        settled = list(pending)
+        for start in range(0, len(settled), 500):
+            conn.execute(
+                delete(predictions).where(
+                    predictions.c.study_id == study_id, predictions.c.spec_key.in_(settled[start : start + 500])
+                )
+            )
+
+    # --- prequential evaluation ------------------------------------------------------------------
+    def record_predictions(self, study_id: str, items: Sequence[PendingPrediction], max_pending: int) -> None:
+        """Keep each item as its architecture's latest pending prediction (upsert), at most `max_pending`
+        per study (the oldest go first). A study deleted meanwhile records nothing."""
+        if not items:
+            return
+        latest = {item.spec_key: item for item in items}  # one row per architecture: the last one wins
+        with self.engine.begin() as conn:
+            if conn.execute(select(studies.c.id).where(studies.c.id == study_id)).first() is None:
+                return
+            statement = dialect_insert(self.engine.dialect.name, predictions)
+            statement = statement.on_conflict_do_update(
+                index_elements=[predictions.c.study_id, predictions.c.spec_key],
+                set_={
+                    name: statement.excluded[name]
+                    for name in ("surrogate_version", "n_train", "mean", "std", "predicted_at")
+                },
+            )
+            now = datetime.now(timezone.utc)
+            rows = [
+                {
+                    "study_id": study_id,
+                    "spec_key": item.spec_key,
+                    "surrogate_version": item.surrogate_version,
+                    "n_train": item.n_train,
+                    "mean": item.mean,
+                    "std": item.std,
+                    "predicted_at": now,
+                }
+                for item in latest.values()
+            ]
+            for start in range(0, len(rows), 500):
+                conn.execute(statement, rows[start : start + 500])
+            count = conn.execute(
+                select(func.count()).select_from(predictions).where(predictions.c.study_id == study_id)
+            ).scalar_one()
+            if count > max_pending:
+                oldest = (
+                    select(predictions.c.spec_key)
+                    .where(predictions.c.study_id == study_id)
+                    .order_by(predictions.c.predicted_at, predictions.c.spec_key)
+                    .limit(count - max_pending)
+                )
+                stale = [row.spec_key for row in conn.execute(oldest)]
+                for start in range(0, len(stale), 500):
+                    conn.execute(
+                        delete(predictions).where(
+                            predictions.c.study_id == study_id, predictions.c.spec_key.in_(stale[start : start + 500])
+                        )
+                    )
+
+    def pending_count(self, study_id: str) -> int:
+        query = select(func.count()).select_from(predictions).where(predictions.c.study_id == study_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def history(self, study_id: str) -> tuple[list[tuple[int, float, str | None]], list[PairRecord]]:
+        """(every observation as (id, value, arch) in evaluation order, the prequential pairs), read together."""
+        with self.engine.connect() as conn, conn.begin():
+            values = conn.execute(
+                select(observations.c.id, observations.c.value, observations.c.arch)
+                .where(observations.c.study_id == study_id)
+                .order_by(observations.c.id)
+            ).all()
+            pairs = conn.execute(
+                select(
+                    prequential_pairs.c.observation_id,
+                    observations.c.arch,
+                    observations.c.value,
+                    prequential_pairs.c.mean,
+                    prequential_pairs.c.std,
+                    prequential_pairs.c.surrogate_version,
+                    prequential_pairs.c.n_train,
+                )
+                .join(observations, observations.c.id == prequential_pairs.c.observation_id)
+                .where(prequential_pairs.c.study_id == study_id)
+                .order_by(prequential_pairs.c.observation_id)
+            ).all()
+        return [(r.id, r.value, r.arch) for r in values], [PairRecord(*row) for row in pairs]
 
     def observations(self, study_id: str, limit: int | None = None, offset: int = 0) -> list[ObservationRecord]:
         query = select(observations).where(observations.c.study_id == study_id).order_by(observations.c.id)

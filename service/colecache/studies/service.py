@@ -21,6 +21,7 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 from colecache_client.spaces import SpecError, get_space
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
 from ..cache.keys import cache_key
@@ -32,10 +33,12 @@ from ..proxies.measure import ProxyMeasurer
 from ..render import RenderOptions, render
 from ..specs import ArchSpec, CodeSpec, InvalidSpecs, ItemError, Spec, parse_spec
 from ..surrogate import Surrogate, SurrogateConfig
+from . import prequential
 from .repository import (
     ConflictPolicy,
     NewObservation,
     ObservationRecord,
+    PendingPrediction,
     StudyNotFound,
     StudyRecord,
     StudyRepository,
@@ -73,6 +76,7 @@ class FittedSurrogate:
     seconds: float
     reference: str  # 'space', 'candidates' or 'observed': what the feature reduction was fitted on
     fitted_at: float
+    trained_keys: frozenset[str] = frozenset()  # spec_keys fitted on: predictions for these are in-sample
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,10 @@ class StudyService:
         max_fitted: int = 64,
         reference_recheck_s: float = 60.0,
         proxies: ProxyMeasurer | None = None,
+        max_pending_predictions: int = 100_000,
     ):
         self.repo = repo
+        self.max_pending_predictions = max_pending_predictions
         self.proxies = proxies
         self.reference_recheck_s = reference_recheck_s
         self.pipeline = pipeline
@@ -375,6 +381,7 @@ class StudyService:
             seconds=seconds,
             reference=reference_kind,
             fitted_at=time.time(),
+            trained_keys=frozenset(r.spec_key for r in records),
         )
 
     def _warn_degraded(self, study: StudyRecord, reference_kind: str) -> None:
@@ -400,4 +407,39 @@ class StudyService:
         options = StudyOptions.of(study)
         cole, struct, proxies, archs = await self._features(study, options, specs)
         mean, std = await anyio.to_thread.run_sync(fitted.surrogate.predict, cole, struct, proxies)
-        return Prediction(fitted, np.asarray(mean, dtype=float), np.asarray(std, dtype=float), archs)
+        prediction = Prediction(fitted, np.asarray(mean, dtype=float), np.asarray(std, dtype=float), archs)
+        await self._remember(study, options, specs, prediction)
+        return prediction
+
+    async def _remember(
+        self, study: StudyRecord, options: StudyOptions, specs: Sequence[Spec], prediction: Prediction
+    ) -> None:
+        """Keep the out-of-sample predictions for prequential evaluation (studies/prequential.py).
+
+        Best effort: a failed write is logged and counted, and the prediction is still answered (it
+        only costs the report a pair)."""
+        if self.max_pending_predictions <= 0:
+            return
+        fitted = prediction.fitted
+        pending = [
+            PendingPrediction(key, fitted.version, fitted.n_observations, float(m), float(s))
+            for key, m, s in zip((spec_key(spec, options.render) for spec in specs), prediction.mean, prediction.std)
+            if key not in fitted.trained_keys and math.isfinite(m) and math.isfinite(s)
+        ]
+        try:
+            await anyio.to_thread.run_sync(
+                self.repo.record_predictions, study.id, pending, self.max_pending_predictions
+            )
+        except SQLAlchemyError as exc:
+            metrics.PREDICTIONS_NOT_RECORDED.inc(len(pending))
+            log.warning("study %s: %d predictions not kept for its report: %s", study.id, len(pending), exc)
+
+    async def report(self, study: StudyRecord, window: int) -> dict:
+        """Prequential figures of the study (see studies/prequential.py), computed off the event loop."""
+
+        def build() -> dict:
+            observed, pairs = self.repo.history(study.id)
+            history = prequential.History(observed, pairs)
+            return prequential.report(history, study.direction == "maximize", window)
+
+        return await anyio.to_thread.run_sync(build)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import anyio.to_thread
 from colecache_client.spaces import get_space
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from ...render import check_options
 from ...studies.defaults import study_surrogate
@@ -28,6 +33,7 @@ from ..schemas import (
     StudyCreate,
     StudyList,
     StudyOut,
+    StudyReport,
     json_body,
     responses,
 )
@@ -223,19 +229,80 @@ async def get_candidates(
     return FastJSONResponse({"study_id": study.id, "version": study.version, "specs": study.candidates or []})
 
 
+CSV_COLUMNS = ("spec", "value", "metadata", "arch", "id", "created_at", "updated_at")
+CSV_PAGE = 1000
+
+
+def csv_row(record) -> list[str]:
+    """One observation as CSV cells: a string spec as is, any other spec (and metadata) as compact JSON;
+    `repr` of the value, which reads back to the same float."""
+    spec = record.spec if isinstance(record.spec, str) else json.dumps(record.spec, separators=(",", ":"))
+    meta = "" if not record.meta else json.dumps(record.meta, separators=(",", ":"), sort_keys=True)
+    return [
+        spec,
+        repr(float(record.value)),
+        meta,
+        record.arch or "",
+        str(record.id),
+        record.created_at.isoformat() if record.created_at else "",
+        record.updated_at.isoformat() if record.updated_at else "",
+    ]
+
+
+async def csv_lines(studies: StudyService, study_id: str, limit: int | None, offset: int) -> AsyncIterator[str]:
+    """The observations as CSV text, a page of rows at a time (a large study never sits in memory whole)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    remaining = limit
+    while True:
+        page = CSV_PAGE if remaining is None else min(CSV_PAGE, remaining)
+        if page <= 0:
+            break
+        records = await anyio.to_thread.run_sync(studies.repo.observations, study_id, page, offset)
+        for record in records:
+            writer.writerow(csv_row(record))
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        offset += len(records)
+        remaining = None if remaining is None else remaining - len(records)
+        if len(records) < page:
+            break
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
 @router.get(
     "/{study_id}/observations",
     response_model=ObservationsPage,
-    responses={**READ, **responses(422, described={422: "`limit` or `offset` out of range"})},
+    responses={
+        **READ,
+        **responses(422, described={422: "`limit`, `offset` or `format` out of range"}),
+        200: {
+            "description": "The observations: a JSON page, or with `format=csv` the whole study (from `offset`; "
+            "`limit` only if given) as CSV (`spec,value,metadata,arch,id,created_at,updated_at`)",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+    },
 )
 async def list_observations(
     study_id: str,
     owner: Annotated[str | None, Depends(get_owner)],
     studies: Annotated[StudyService, Depends(get_studies)],
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    limit: Annotated[int | None, Query(ge=1, le=100_000, description="JSON default 1000; CSV default all")] = None,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # what SQL OFFSET takes
+    format: Annotated[Literal["json", "csv"], Query(description="`csv` streams the observations as CSV")] = "json",
 ):
     study = await load_study(study_id, owner, studies)
+    if format == "csv":
+        filename = f"{study.name or study.id}-observations.csv".replace('"', "")
+        return StreamingResponse(
+            csv_lines(studies, study.id, limit, offset),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{ascii(filename)[1:-1]}"'},
+        )
+    limit = 1000 if limit is None else limit
     records = await anyio.to_thread.run_sync(studies.repo.observations, study.id, limit, offset)
     return FastJSONResponse(
         {
@@ -289,5 +356,34 @@ async def predict(
                 {"index": i, "arch": arch, "mean": float(m), "std": float(s)}
                 for i, (arch, m, s) in enumerate(zip(prediction.archs, prediction.mean, prediction.std))
             ],
+        }
+    )
+
+
+@router.get(
+    "/{study_id}/report",
+    response_model=StudyReport,
+    responses={**READ, **responses(422, described={422: "`window` out of range"})},
+)
+async def study_report(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+    window: Annotated[int, Query(ge=3, le=100_000, description="Pairs behind `recent` and `window_tau`")] = 50,
+):
+    """How good the surrogate's predictions turned out (prequential): rank correlation and error of the
+    latest prediction for each architecture before it was observed, calibration of its std, and the
+    best-so-far curve. Each figure carries the number of pairs behind it."""
+    study = await load_study(study_id, owner, studies)
+    figures = await studies.report(study, window)
+    return FastJSONResponse(
+        {
+            "study_id": study.id,
+            "name": study.name,
+            "space": study.space,
+            "objective": study.objective,
+            "direction": study.direction,
+            "version": study.version,
+            **figures,
         }
     )
