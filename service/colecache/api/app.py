@@ -20,7 +20,7 @@ from . import observability
 from .auth import ApiKeyMiddleware
 from .errors import BodyLimitMiddleware, error_response, install_error_handlers
 from .responses import FastJSONResponse
-from .routes import embed, health, openai, proxies, studies
+from .routes import embed, health, openai, proxies, studies, ui
 from .schemas import ErrorBody
 from .state import Services, load_model, make_proxy_measurer, on_stop_signal, open_stores, shutdown
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, backend: TransformerBackend | N
     keys = settings.api_key_list()
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys, metrics_open=not settings.metrics_auth)
+    app.add_middleware(ui.StudyPageRedirect)  # before auth: a browser sends no bearer header
     app.add_middleware(CancelledRequestMiddleware)
     app.add_middleware(observability.ObservabilityMiddleware)
     install_error_handlers(app)
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, backend: TransformerBackend | N
     app.include_router(studies.router)
     app.include_router(openai.router)
     app.include_router(observability.router)
+    app.include_router(ui.router)
     app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
     return app
 

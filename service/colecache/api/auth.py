@@ -1,16 +1,41 @@
 """Bearer API keys. Keys are compared by hash in constant time and never logged; a caller's
-identity (the key's sha256) becomes the owner of the studies it creates."""
+identity (the key's sha256) becomes the owner of the studies it creates.
+
+The report pages under /ui are for browsers, which cannot send a bearer header: there the key
+comes from an HttpOnly, SameSite=Strict cookie set by the login form (/ui/login), and a request
+without a valid one is sent to that form instead of getting a 401."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import quote
 
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ui/login"})
+UI_PREFIX = "/ui"
+KEY_COOKIE = "colecache_key"
+
+
+def cookie_key(headers: dict[bytes, bytes]) -> str | None:
+    """The API key from the report pages' cookie, if any."""
+    raw = headers.get(b"cookie")
+    if not raw:
+        return None
+    try:
+        morsel = SimpleCookie(raw.decode("latin-1")).get(KEY_COOKIE)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def is_page(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def key_identity(key: str) -> str:
@@ -32,7 +57,11 @@ class ApiKeyMiddleware:
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        candidate = key_identity(token.strip())
+        return self.identify_key(token.strip())
+
+    def identify_key(self, key: str) -> str | None:
+        """The identity of `key` if it is a configured key, else None."""
+        candidate = key_identity(key)
         match = None
         for identity in self._identities:  # compare with every key: timing does not tell which matched
             if hmac.compare_digest(candidate, identity):
@@ -43,7 +72,18 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in self._open:
             await self.app(scope, receive, send)
             return
-        identity = self._identify(dict(scope["headers"]).get(b"authorization"))
+        headers = dict(scope["headers"])
+        identity = self._identify(headers.get(b"authorization"))
+        if identity is None and is_page(scope["path"]):
+            key = cookie_key(headers)
+            identity = self.identify_key(key) if key else None
+            if identity is None:  # a browser: to the login form, then back here
+                target = scope["path"] + (
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+                )
+                response = RedirectResponse(f"{UI_PREFIX}/login?next={quote(target, safe='')}", status_code=303)
+                await response(scope, receive, send)
+                return
         if identity is None:
             response = error_response(
                 401,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -296,11 +297,11 @@ async def list_observations(
 ):
     study = await load_study(study_id, owner, studies)
     if format == "csv":
-        filename = f"{study.name or study.id}-observations.csv".replace('"', "")
+        filename = re.sub(r"[^A-Za-z0-9._-]+", "_", study.name).strip("_")[:80] or study.id
         return StreamingResponse(
             csv_lines(studies, study.id, limit, offset),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{ascii(filename)[1:-1]}"'},
+            headers={"Content-Disposition": f'attachment; filename="{filename}-observations.csv"'},
         )
     limit = 1000 if limit is None else limit
     records = await anyio.to_thread.run_sync(studies.repo.observations, study.id, limit, offset)
