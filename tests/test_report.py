@@ -96,6 +96,7 @@ async def test_only_out_of_sample_predictions_pair_with_their_observation(servic
     value = np.array([p["value"] for p in report["pairs"]])
     assert report["online"]["kendall_tau"] == pytest.approx(stats.kendalltau(mean, value).statistic)
     assert report["online"]["mae"] == pytest.approx(np.mean(np.abs(mean - value)))
+    assert report["online"]["bias"] == pytest.approx(np.mean(mean - value))
     assert report["recent"]["n_pairs"] == 5 and report["recent"]["window"] == 5
     assert report["best"]["value"] == max(_value(c) for c in cells[:18] + [stranger]) + 0
     assert [p["best"] for p in report["best_so_far"]] == list(
@@ -140,6 +141,7 @@ async def test_report_of_a_study_without_pairs(services):
         "kendall_tau": None,
         "spearman_rho": None,
         "mae": None,
+        "bias": None,
         "calibration": {
             "n": 0,
             "within_1std": None,

@@ -1,4 +1,4 @@
-"""`colecache` command line: serve, migrate, render, embed."""
+"""`colecache` command line: serve, migrate, render, embed, precompute, proxies, study."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -483,6 +483,246 @@ async def _embed_here(body: dict) -> dict:
     for item in result["items"]:
         item["embedding"] = item["embedding"].tolist()
     return result
+
+
+# --- studies on a running server -------------------------------------------------------------------
+study_app = typer.Typer(
+    help="A study on a running server: its report, and its observations to and from CSV.", no_args_is_help=True
+)
+app.add_typer(
+    study_app,
+    name="study",
+    help="A study on a running server: report (surrogate quality, best so far), CSV import and export.",
+)
+
+ServerUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="COLECACHE_URL",
+        help="Server URL (default: COLECACHE_URL, else http://127.0.0.1:COLECACHE_PORT).",
+        show_default=False,
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(envvar="COLECACHE_API_KEY", help="API key (default: COLECACHE_API_KEY).", show_default=False),
+]
+PLOT_SUFFIXES = (".svg", ".png", ".pdf")
+
+
+def _study_client(url: str | None, api_key: str | None):
+    """A client for the server at `url` (else this host's COLECACHE_PORT); few retries, so that a server
+    that is down is reported within seconds (a loading one, 503, still gets a few tries)."""
+    from colecache_client import Client
+
+    from .settings import get_settings
+
+    base = url or f"http://127.0.0.1:{get_settings().port}"
+    return Client(base, api_key=api_key or None, max_retries=2, backoff=0.5, timeout=120)
+
+
+def _server_failed(exc: Exception, client, lines: list[int] | None = None, suffix: str = ""):
+    """A server error (4xx/5xx, unreachable) as one `error:` line and exit 1, never a traceback.
+
+    `lines`: the CSV line of each posted row, so item errors name lines instead of positions."""
+    from colecache_client import APIError, TransportError
+
+    message = _one_line(exc)
+    if isinstance(exc, TransportError):  # say which server: the default one may not be the one meant
+        message += f" (server {client.base_url}; set --url or COLECACHE_URL)"
+    if isinstance(exc, APIError):
+        located = [e for e in exc.errors if isinstance(e, dict) and isinstance(e.get("index"), int)]
+        if lines is not None and located:
+            shown = "; ".join(
+                f"line {lines[e['index']] if 0 <= e['index'] < len(lines) else '?'}: {e.get('reason', e)}"
+                for e in located[:3]
+            )
+            more = f" (and {len(located) - 3} more)" if len(located) > 3 else ""
+            message = f"{exc.status_code}: {' '.join((shown + more).split())}"
+    typer.echo(f"error: {message}{suffix}", err=True)
+    raise typer.Exit(1) from None
+
+
+def _figure(value: float | None, digits: int = 3, kind: str = "f") -> str:
+    return "–" if value is None else f"{value:.{digits}{kind}}"
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+@study_app.command("report")
+def study_report(
+    study_id: Annotated[str, typer.Argument(help="The study's id.")],
+    url: ServerUrl = None,
+    api_key: ApiKey = None,
+    window: Annotated[int, typer.Option(min=3, help="Latest pairs in the 'recent' figures.")] = 50,
+    plots: Annotated[
+        Path | None,
+        typer.Option(help="Also write the plots (best so far, tau over time, ...) here: .svg, .png or .pdf."),
+    ] = None,
+) -> None:
+    """Print how the study is going: best value so far and its surrogate's out-of-sample quality.
+
+    A pair is a prediction made for an architecture before it was observed, and the value observed
+    later; Kendall tau / Spearman rho rank them, MAE is in the objective's units, and a calibrated
+    surrogate has about 68% / 95% of observed values within 1 / 2 predicted stds."""
+    from colecache_client import ColecacheError
+    from rich.console import Console
+    from rich.table import Table
+
+    if plots is not None and plots.suffix.lower() not in PLOT_SUFFIXES:
+        typer.echo(f"error: --plots {plots}: use a {', '.join(PLOT_SUFFIXES)} file name", err=True)
+        raise typer.Exit(2)
+    client = _study_client(url, api_key)
+    try:
+        with client:
+            report = client.report(study_id, window)
+    except ColecacheError as exc:
+        _server_failed(exc, client)
+    online, recent = report.online, report.recent
+    typer.echo(
+        f"study {report.name} ({report.study_id}): {report.space}, {report.direction} {report.objective}, "
+        f"version {report.version}"
+    )
+    table = Table()
+    table.add_column("")
+    table.add_column("online (all pairs)", justify="right")
+    table.add_column(f"recent (last {recent.window or window})", justify="right")
+    table.add_row("pairs", str(online.n_pairs), str(recent.n_pairs))
+    table.add_row("Kendall tau", _figure(online.kendall_tau), _figure(recent.kendall_tau))
+    table.add_row("Spearman rho", _figure(online.spearman_rho), _figure(recent.spearman_rho))
+    table.add_row(f"MAE ({report.objective})", _figure(online.mae, 4, "g"), _figure(recent.mae, 4, "g"))
+    for k, expected in ((1, online.calibration.expected_1std), (2, online.calibration.expected_2std)):
+        table.add_row(
+            f"within ±{k} std (vs {100 * expected:.0f}%)",
+            _share(getattr(online.calibration, f"within_{k}std")),
+            _share(getattr(recent.calibration, f"within_{k}std")),
+        )
+    Console().print(table)
+    typer.echo(f"observations: {report.n_observations}")
+    if report.best is None:
+        typer.echo("best: none yet")
+    else:  # plain echo, not rich: a long arch string stays on one line
+        arch = f": {report.best.arch}" if report.best.arch else ""
+        typer.echo(f"best: {report.best.value:.6g} at evaluation {report.best.index}{arch}")
+    if plots is not None:
+        try:
+            from .report.plots import save_report_plots
+
+            written = save_report_plots(report.raw, plots)
+        except ImportError as exc:
+            typer.echo(f"error: --plots needs matplotlib (pip install 'colecache[bench]'): {exc}", err=True)
+            raise typer.Exit(1) from None
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: --plots {plots}: {_one_line(exc)}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"plots: {written}", err=True)
+
+
+@study_app.command("import")
+def study_import(
+    study_id: Annotated[str, typer.Argument(help="The study's id.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV with a header row: spec, value and optionally metadata (JSON object).")
+    ],
+    url: ServerUrl = None,
+    api_key: ApiKey = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per request (each committed on its own).")] = 500,
+    on_conflict: Annotated[
+        Literal["reject", "replace", "keep"],
+        typer.Option(
+            help="A row whose spec and metadata are already observed with a different value: reject (409, "
+            "stops the import), replace the stored value, or keep it."
+        ),
+    ] = "reject",
+    spec_column: Annotated[str, typer.Option(help="Column of the specs.")] = "spec",
+    value_column: Annotated[str, typer.Option(help="Column of the values.")] = "value",
+    metadata_column: Annotated[str, typer.Option(help="Column of the metadata (optional).")] = "metadata",
+) -> None:
+    """Add observations from a CSV file (an export imports back unchanged; importing twice changes nothing).
+
+    A spec cell starting with '[' or '{' is read as JSON, any other text is the spec itself. The file is
+    checked before anything is sent: a bad row is one `error:` line naming it, exit 2."""
+    from colecache_client import ColecacheError
+    from colecache_client.csvio import iter_observations_csv
+    from tqdm import tqdm
+
+    try:
+        read = list(
+            iter_observations_csv(
+                file, spec_column=spec_column, value_column=value_column, metadata_column=metadata_column
+            )
+        )
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
+    lines = [line for line, _ in read]
+    rows = [observation for _, observation in read]
+    committed = 0
+    client = _study_client(url, api_key)
+
+    def progress(done: int, total: int) -> None:
+        nonlocal committed
+        bar.update(done - committed)
+        committed = done
+
+    try:
+        with (
+            client,
+            # drawn on a terminal only (disable=None), so piped stderr holds just the outcome
+            tqdm(total=len(rows), unit="row", desc=f"import {file.name}", dynamic_ncols=True, disable=None) as bar,
+        ):
+            written = client.import_observations(
+                study_id, rows, chunk_size=chunk_size, on_conflict=on_conflict, progress=progress
+            )
+    except ColecacheError as exc:
+        done = f" ({committed} of {len(rows)} rows were committed before it; re-running is safe)" if committed else ""
+        _server_failed(exc, client, lines, done)
+    typer.echo(
+        f"{len(rows)} rows: {written.inserted} inserted, {written.unchanged} unchanged, {written.replaced} replaced, "
+        f"{written.kept} kept; study {study_id} has {written.n_observations} observations (version {written.version})"
+    )
+
+
+@study_app.command("export")
+def study_export(
+    study_id: Annotated[str, typer.Argument(help="The study's id.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of standard output.")
+    ] = None,
+    url: ServerUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Write every observation as CSV (spec,value,metadata,arch,id,created_at,updated_at); `study import` reads it."""
+    import csv
+    import io
+
+    from colecache_client import ColecacheError
+
+    client = _study_client(url, api_key)
+    try:
+        with client:
+            text = client.export_csv(study_id)
+    except ColecacheError as exc:
+        _server_failed(exc, client)
+    if output is None:
+        sys.stdout.flush()
+        stream = getattr(sys.stdout, "buffer", None)
+        if stream is not None:
+            stream.write(text.encode("utf-8"))  # exactly as received (no newline translation)
+            stream.flush()
+        else:
+            sys.stdout.write(text)
+        return
+    try:
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+    except OSError as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    rows = max(sum(1 for _ in csv.reader(io.StringIO(text))) - 1, 0)
+    typer.echo(f"{rows} observations -> {output}", err=True)
 
 
 if __name__ == "__main__":

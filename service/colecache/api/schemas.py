@@ -442,6 +442,9 @@ class OnlineFigures(BaseModel):
     kendall_tau: float | None = Field(description="Predicted mean vs observed value; null below 3 pairs")
     spearman_rho: float | None
     mae: float | None = Field(description="Mean |observed - predicted mean|, in the objective's units")
+    bias: float | None = Field(
+        description="Mean (predicted mean - observed): positive when the surrogate over-rates what the search picks"
+    )
     calibration: Calibration
 
 

@@ -5,8 +5,9 @@ made before the outcome was known. A study keeps the latest prediction its surro
 architecture it had not been fitted on; when that architecture is observed, the prediction and the
 observed value form a pair (studies/repository.py). This module turns pairs into figures: Kendall
 tau and Spearman rho between predicted means and observed values, mean absolute error, calibration
-(the share of observations inside mean +- 1 and 2 std against a Gaussian's 68.27% / 95.45%), and
-the best-so-far curve of the search.
+(the share of observations inside mean +- 1 and 2 std against a Gaussian's 68.27% / 95.45%), bias
+(mean of predicted minus observed: a search picks what its surrogate rates highest, so a positive
+bias is the winner's curse showing), and the best-so-far curve of the search.
 
 Pairs in a search are chosen by the surrogate itself (the most promising candidates), so their
 observed values span a narrower range than a random test set and their tau reads lower than an
@@ -58,6 +59,7 @@ def figures(pairs: Sequence[PairRecord]) -> dict:
         "kendall_tau": tau,
         "spearman_rho": rho,
         "mae": _finite(float(np.mean(np.abs(value - mean)))) if len(pairs) else None,
+        "bias": _finite(float(np.mean(mean - value))) if len(pairs) else None,
         "calibration": {
             "n": int(positive.sum()),
             "within_1std": float(np.mean(z <= 1)) if len(z) else None,
