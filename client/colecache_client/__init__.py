@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from .bananas import Bananas, SearchResult, choose, expected_improvement
 from .client import AsyncClient, Client, ReferenceWarning, Study
+from .csvio import read_observations_csv, write_observations_csv
 from .errors import (
     APIError,
     AuthenticationError,
@@ -26,15 +27,19 @@ from .errors import (
     ValidationError,
 )
 from .types import (
+    BestObservation,
+    Calibration,
     EmbedItem,
     EmbedResult,
     Observation,
     ObservationsWritten,
+    OnlineFigures,
     Prediction,
     PredictResult,
     ProxiesResult,
     ProxyItem,
     StudyInfo,
+    StudyReport,
 )
 
 __all__ = [
@@ -43,6 +48,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequest",
     "Bananas",
+    "BestObservation",
+    "Calibration",
     "Client",
     "ColecacheError",
     "Conflict",
@@ -51,6 +58,7 @@ __all__ = [
     "NotFound",
     "Observation",
     "ObservationsWritten",
+    "OnlineFigures",
     "PayloadTooLarge",
     "PredictResult",
     "Prediction",
@@ -63,9 +71,12 @@ __all__ = [
     "ServiceUnavailable",
     "Study",
     "StudyInfo",
+    "StudyReport",
     "Timeout",
     "TransportError",
     "ValidationError",
     "choose",
     "expected_improvement",
+    "read_observations_csv",
+    "write_observations_csv",
 ]

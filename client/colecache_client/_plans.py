@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import APIError
 from .types import (
     EmbedItem,
     EmbedResult,
@@ -23,6 +24,7 @@ from .types import (
     ProxiesResult,
     ProxyItem,
     StudyInfo,
+    StudyReport,
 )
 
 
@@ -33,7 +35,11 @@ class Call:
     `items`: how many specs the server may have to embed to answer (a cold call is slow), so the
     driver lengthens the read timeout by its per-item allowance. `resend_on_timeout`: whether a
     read timeout may be retried; False for such long calls, whose repeat would start the same work
-    again while the first one is still running."""
+    again while the first one is still running. `text`: the driver answers with the body as text
+    (a CSV download) instead of decoded JSON.
+
+    A driver throws a call's error back into the plan (`generator.throw`), so a plan may add what it
+    knows (which rows a chunk held) before letting it propagate."""
 
     method: str
     path: str
@@ -43,6 +49,7 @@ class Call:
     items: int = 0
     resend_on_timeout: bool = True
     cost: float = 1.0  # work per item relative to embedding one spec (scales the per-item allowance)
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,3 +212,60 @@ def predict(study_id: str, specs: Sequence[Any]) -> Plan:
     return PredictResult(
         body["study_id"], body["surrogate_version"], body["n_observations"], predictions, body.get("reference")
     )
+
+
+def report(study_id: str, window: int = 50) -> Plan:
+    body = yield Call("GET", f"/studies/{study_id}/report", params={"window": window})
+    return StudyReport.from_json(body)
+
+
+def export_csv(study_id: str) -> Plan:
+    return (yield Call("GET", f"/studies/{study_id}/observations", params={"format": "csv"}, text=True))
+
+
+def import_observations(
+    study_id: str,
+    rows: Sequence[Observation | dict | tuple],
+    chunk_size: int,
+    on_conflict: str,
+    progress: Callable[[int, int], Any] | None = None,
+) -> Plan:
+    """Post rows in chunks of at most `chunk_size` (and the server's limit), each committed on its own.
+
+    `progress(done, total)` (rows) runs after each committed chunk. On an error the chunks before it
+    stay committed; the error's per-item `errors[i]["index"]` are made positions in `rows` (the server
+    numbers items within the chunk). Re-running is safe: re-posting the same value is a no-op."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    payload = [_observation(o) for o in rows]
+    if not payload:  # nothing to post; still say where the study stands (and that it exists)
+        info = yield Call("GET", f"/studies/{study_id}")
+        return ObservationsWritten(0, 0, 0, 0, version=info["version"], n_observations=info["n_observations"])
+    limit = yield ChunkLimit()
+    size = min(chunk_size, limit)
+    totals = {"inserted": 0, "unchanged": 0, "replaced": 0, "kept": 0}
+    last: dict[str, Any] = {}
+    for start in range(0, len(payload), size):
+        part = payload[start : start + size]
+        try:
+            last = yield Call(
+                "POST", f"/studies/{study_id}/observations", json={"observations": part, "on_conflict": on_conflict}
+            )
+        except APIError as exc:
+            _locate(exc, start, len(part), len(payload))
+            raise
+        for key in totals:
+            totals[key] += last[key]
+        if progress is not None:
+            progress(start + len(part), len(payload))
+    return ObservationsWritten(**totals, version=last["version"], n_observations=last["n_observations"])
+
+
+def _locate(exc: APIError, start: int, size: int, total: int) -> None:
+    """Make a chunk's item errors point into the whole import: indices shifted by the chunk's start."""
+    exc.errors = [
+        {**e, "index": e["index"] + start} if isinstance(e, dict) and isinstance(e.get("index"), int) else e
+        for e in exc.errors
+    ]
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(f"in rows {start + 1}-{start + size} of {total}; the {start} row(s) before them are committed")

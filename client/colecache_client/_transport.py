@@ -56,9 +56,11 @@ def default_headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
-def decode(response: httpx.Response) -> Any:
-    """The JSON body of a success, or raise the typed APIError of a failure."""
+def decode(response: httpx.Response, text: bool = False) -> Any:
+    """The JSON body of a success (its text when `text`), or raise the typed APIError of a failure."""
     if response.status_code < 400:
+        if text:
+            return response.text
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

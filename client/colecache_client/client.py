@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 import httpx
 
@@ -23,8 +24,17 @@ from ._transport import (
     retryable,
     timeout_message,
 )
-from .errors import APIError, Timeout, TransportError
-from .types import EmbedResult, Observation, ObservationsWritten, PredictResult, ProxiesResult, StudyInfo
+from .csvio import read_observations_csv
+from .errors import APIError, ColecacheError, Timeout, TransportError
+from .types import (
+    EmbedResult,
+    Observation,
+    ObservationsWritten,
+    PredictResult,
+    ProxiesResult,
+    StudyInfo,
+    StudyReport,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -43,6 +53,12 @@ def _wrap(exc: Exception, call: Call | None = None, timeout: httpx.Timeout | Non
     if isinstance(exc, httpx.TransportError):
         return TransportError(f"could not talk to the colecache server: {exc}")
     return exc
+
+
+def _write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a download exactly as received (no newline translation of its line ends)."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write(text)
 
 
 def precompute_command(info: StudyInfo) -> str:
@@ -92,6 +108,11 @@ class _Base:
         self.timeout_per_item = timeout_per_item
         self._chunk: int | None = None
         self._info: dict[str, Any] | None = None  # GET /info, fetched once (with the chunk limit)
+
+    @property
+    def base_url(self) -> str:
+        """The server this client talks to."""
+        return str(self._http.base_url).rstrip("/")
 
     def space_enumerable(self, space: str) -> bool | None:
         """Whether `space` can be enumerated (so a whole-space reference exists): the server's word from
@@ -171,7 +192,8 @@ class Client(_Base):
         attempt, timeout = 0, self._timeout(call)
         while True:
             try:
-                return decode(self._http.request(call.method, call.path, **self._request_args(call, timeout)))
+                response = self._http.request(call.method, call.path, **self._request_args(call, timeout))
+                return decode(response, call.text)
             except (APIError, httpx.TransportError) as exc:
                 if attempt >= self.retry.max_retries or not retryable(
                     exc, call.retry_unsent_only, call.resend_on_timeout
@@ -182,16 +204,21 @@ class Client(_Base):
 
     def _run(self, plan: Plan) -> Any:
         reply: Any = None
+        error: Exception | None = None
         try:
             while True:
-                step = plan.send(reply)
-                if isinstance(step, ChunkLimit):
-                    if self._chunk is None:
-                        self._info = self._send(Call("GET", "/info"))
-                        self._chunk = chunk_limit(self._info, self.max_chunk)
-                    reply = self._chunk
-                else:
-                    reply = self._send(step)
+                step = plan.send(reply) if error is None else plan.throw(error)
+                error = None
+                try:
+                    if isinstance(step, ChunkLimit):
+                        if self._chunk is None:
+                            self._info = self._send(Call("GET", "/info"))
+                            self._chunk = chunk_limit(self._info, self.max_chunk)
+                        reply = self._chunk
+                    else:
+                        reply = self._send(step)
+                except ColecacheError as exc:
+                    error = exc  # the plan may add context (which rows) before it propagates
         except StopIteration as done:
             return done.value
 
@@ -302,9 +329,61 @@ class Client(_Base):
         """Replace the study's candidate pool (None clears it); returns the new study version."""
         return self._run(_plans.set_candidates(study_id, specs))
 
+    def report(self, study_id: str, window: int = 50) -> StudyReport:
+        """The study's best-so-far curve and its surrogate's out-of-sample quality (Kendall tau, Spearman
+        rho, MAE, calibration) over every prediction/observation pair and over the latest `window` of them
+        (ValidationError outside the server's range, 3..100000 today); NotFound for an unknown study."""
+        return self._run(_plans.report(study_id, window))
+
+    def export_csv(self, study_id: str, path: str | os.PathLike | None = None) -> str:
+        """Every observation as CSV (columns spec,value,metadata,arch,id,created_at,updated_at); also
+        written to `path` when given. `import_csv` reads it back unchanged."""
+        text = self._run(_plans.export_csv(study_id))
+        if path is not None:
+            _write_text(path, text)
+        return text
+
+    def import_csv(
+        self,
+        study_id: str,
+        path: str | os.PathLike | IO[str],
+        *,
+        chunk_size: int = 500,
+        on_conflict: str = "reject",
+        spec_column: str = "spec",
+        value_column: str = "value",
+        metadata_column: str | None = "metadata",
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> ObservationsWritten:
+        """Observations from a CSV file (see `read_observations_csv`), posted in chunks of `chunk_size` rows.
+
+        The whole file is read and checked first, so a malformed one (ValueError naming the line) posts
+        nothing. Each chunk is committed on its own; `progress(done, total)` (rows) follows each. Importing
+        the same file again is a no-op ("unchanged"), so an interrupted import can simply be re-run."""
+        rows = read_observations_csv(
+            path, spec_column=spec_column, value_column=value_column, metadata_column=metadata_column
+        )
+        return self.import_observations(
+            study_id, rows, chunk_size=chunk_size, on_conflict=on_conflict, progress=progress
+        )
+
+    def import_observations(
+        self,
+        study_id: str,
+        rows: Sequence[Observation | dict | tuple],
+        *,
+        chunk_size: int = 500,
+        on_conflict: str = "reject",
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> ObservationsWritten:
+        """`observe` for bulk loads: posts `chunk_size` rows at a time (each chunk committed on its own) and
+        calls `progress(done, total)` (rows) after each. On an error the chunks before it stay committed and
+        the error's `errors[i]["index"]` are positions in `rows`; re-running is safe (same values: no-ops)."""
+        return self._run(_plans.import_observations(study_id, rows, chunk_size, on_conflict, progress))
+
 
 class Study:
-    """A study handle: `observe`, `predict`, `observations`, `refresh`."""
+    """A study handle: `observe`, `predict`, `observations`, `report`, `export_csv`, `import_csv`, `refresh`."""
 
     def __init__(self, client: Client, info: StudyInfo):
         self.client = client
@@ -341,6 +420,18 @@ class Study:
         """The pool this study's search draws from; the surrogate's reduction is fitted on it."""
         return self.client.set_candidates(self.id, specs)
 
+    def report(self, window: int = 50) -> StudyReport:
+        """Best-so-far and the surrogate's out-of-sample quality (see `Client.report`)."""
+        return self.client.report(self.id, window)
+
+    def export_csv(self, path: str | os.PathLike | None = None) -> str:
+        """Every observation as CSV text, also written to `path` when given (see `Client.export_csv`)."""
+        return self.client.export_csv(self.id, path)
+
+    def import_csv(self, path: str | os.PathLike | IO[str], **options: Any) -> ObservationsWritten:
+        """Observations from a CSV file, chunked and idempotent (options as `Client.import_csv`)."""
+        return self.client.import_csv(self.id, path, **options)
+
 
 class AsyncClient(_Base):
     """The asyncio twin of `Client`: same methods, awaited."""
@@ -369,7 +460,8 @@ class AsyncClient(_Base):
         attempt, timeout = 0, self._timeout(call)
         while True:
             try:
-                return decode(await self._http.request(call.method, call.path, **self._request_args(call, timeout)))
+                response = await self._http.request(call.method, call.path, **self._request_args(call, timeout))
+                return decode(response, call.text)
             except (APIError, httpx.TransportError) as exc:
                 if attempt >= self.retry.max_retries or not retryable(
                     exc, call.retry_unsent_only, call.resend_on_timeout
@@ -380,16 +472,21 @@ class AsyncClient(_Base):
 
     async def _run(self, plan: Plan) -> Any:
         reply: Any = None
+        error: Exception | None = None
         try:
             while True:
-                step = plan.send(reply)
-                if isinstance(step, ChunkLimit):
-                    if self._chunk is None:
-                        self._info = await self._send(Call("GET", "/info"))
-                        self._chunk = chunk_limit(self._info, self.max_chunk)
-                    reply = self._chunk
-                else:
-                    reply = await self._send(step)
+                step = plan.send(reply) if error is None else plan.throw(error)
+                error = None
+                try:
+                    if isinstance(step, ChunkLimit):
+                        if self._chunk is None:
+                            self._info = await self._send(Call("GET", "/info"))
+                            self._chunk = chunk_limit(self._info, self.max_chunk)
+                        reply = self._chunk
+                    else:
+                        reply = await self._send(step)
+                except ColecacheError as exc:
+                    error = exc  # the plan may add context (which rows) before it propagates
         except StopIteration as done:
             return done.value
 
@@ -464,3 +561,43 @@ class AsyncClient(_Base):
 
     async def set_candidates(self, study_id: str, specs: Sequence[Any] | None) -> int:
         return await self._run(_plans.set_candidates(study_id, specs))
+
+    async def report(self, study_id: str, window: int = 50) -> StudyReport:
+        return await self._run(_plans.report(study_id, window))
+
+    async def export_csv(self, study_id: str, path: str | os.PathLike | None = None) -> str:
+        text = await self._run(_plans.export_csv(study_id))
+        if path is not None:
+            _write_text(path, text)
+        return text
+
+    async def import_csv(
+        self,
+        study_id: str,
+        path: str | os.PathLike | IO[str],
+        *,
+        chunk_size: int = 500,
+        on_conflict: str = "reject",
+        spec_column: str = "spec",
+        value_column: str = "value",
+        metadata_column: str | None = "metadata",
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> ObservationsWritten:
+        """As `Client.import_csv` (the file is read in this thread; it is checked before anything is posted)."""
+        rows = read_observations_csv(
+            path, spec_column=spec_column, value_column=value_column, metadata_column=metadata_column
+        )
+        return await self.import_observations(
+            study_id, rows, chunk_size=chunk_size, on_conflict=on_conflict, progress=progress
+        )
+
+    async def import_observations(
+        self,
+        study_id: str,
+        rows: Sequence[Observation | dict | tuple],
+        *,
+        chunk_size: int = 500,
+        on_conflict: str = "reject",
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> ObservationsWritten:
+        return await self._run(_plans.import_observations(study_id, rows, chunk_size, on_conflict, progress))

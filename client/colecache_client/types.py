@@ -129,3 +129,115 @@ class PredictResult:
     @property
     def stds(self) -> list[float]:
         return [p.std for p in self.predictions]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How often observed values fell within 1 and 2 predicted stds of the mean (fractions in [0, 1]).
+
+    A well-calibrated Gaussian gives `expected_1std` (0.6827) and `expected_2std` (0.9545); much lower
+    means the surrogate is overconfident. `n`: the pairs with a std above 0, which the fractions are over
+    (None when there are none)."""
+
+    n: int
+    within_1std: float | None
+    within_2std: float | None
+    expected_1std: float = 0.6827
+    expected_2std: float = 0.9545
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any] | None) -> Calibration:
+        body = body or {}
+        return cls(
+            n=body.get("n", 0),
+            within_1std=body.get("within_1std"),
+            within_2std=body.get("within_2std"),
+            expected_1std=body.get("expected_1std", 0.6827),
+            expected_2std=body.get("expected_2std", 0.9545),
+        )
+
+
+@dataclass(frozen=True)
+class OnlineFigures:
+    """How well the surrogate's predictions matched the values observed afterwards.
+
+    A pair is the latest prediction made for an architecture before it was observed (never one the
+    surrogate was trained on), so these are honest out-of-sample figures. Rank figures (Kendall tau,
+    Spearman rho, in [-1, 1]), `mae` (mean |observed - predicted|) and `bias` (mean predicted - observed,
+    positive when the surrogate over-rates what the search picked), both in objective units, are None
+    with too few pairs. `window`: the number of latest pairs these cover (None: every pair)."""
+
+    n_pairs: int
+    kendall_tau: float | None
+    spearman_rho: float | None
+    mae: float | None
+    calibration: Calibration
+    bias: float | None = None
+    window: int | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any] | None) -> OnlineFigures:
+        body = body or {}
+        return cls(
+            n_pairs=body.get("n_pairs", 0),
+            kendall_tau=body.get("kendall_tau"),
+            spearman_rho=body.get("spearman_rho"),
+            mae=body.get("mae"),
+            calibration=Calibration.from_json(body.get("calibration")),
+            bias=body.get("bias"),
+            window=body.get("window"),
+        )
+
+
+@dataclass(frozen=True)
+class BestObservation:
+    """The study's best value so far; `index` is its 1-based evaluation index (observation order)."""
+
+    value: float
+    index: int
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """GET /studies/{id}/report: a study's progress and its surrogate's out-of-sample quality.
+
+    `online` covers every prediction/observation pair, `recent` the latest `window` of them.
+    `best_so_far` ({index, value, best}), `pairs` ({index, arch, mean, std, value, surrogate_version,
+    n_train}) and `tau_over_time` ({index, n_pairs, kendall_tau, window_tau}) are the server's rows, in
+    evaluation order. `raw` is the whole JSON body, as plotting code takes it."""
+
+    study_id: str
+    name: str
+    space: str
+    objective: str
+    direction: str
+    version: int
+    n_observations: int
+    best: BestObservation | None
+    online: OnlineFigures
+    recent: OnlineFigures
+    best_so_far: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    tau_over_time: list[dict[str, Any]]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> StudyReport:
+        best = body.get("best")
+        return cls(
+            study_id=body["study_id"],
+            name=body.get("name", ""),
+            space=body.get("space", ""),
+            objective=body.get("objective", ""),
+            direction=body.get("direction", "maximize"),
+            version=body.get("version", 0),
+            n_observations=body.get("n_observations", 0),
+            best=None if best is None else BestObservation(best["value"], best["index"], best.get("arch")),
+            online=OnlineFigures.from_json(body.get("online")),
+            recent=OnlineFigures.from_json(body.get("recent")),
+            best_so_far=list(body.get("best_so_far") or []),
+            pairs=list(body.get("pairs") or []),
+            tau_over_time=list(body.get("tau_over_time") or []),
+            raw=body,
+        )

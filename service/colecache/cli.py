@@ -543,8 +543,8 @@ def _server_failed(exc: Exception, client, lines: list[int] | None = None, suffi
     raise typer.Exit(1) from None
 
 
-def _figure(value: float | None, digits: int = 3, kind: str = "f") -> str:
-    return "–" if value is None else f"{value:.{digits}{kind}}"
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _share(value: float | None) -> str:
@@ -592,7 +592,8 @@ def study_report(
     table.add_row("pairs", str(online.n_pairs), str(recent.n_pairs))
     table.add_row("Kendall tau", _figure(online.kendall_tau), _figure(recent.kendall_tau))
     table.add_row("Spearman rho", _figure(online.spearman_rho), _figure(recent.spearman_rho))
-    table.add_row(f"MAE ({report.objective})", _figure(online.mae, 4, "g"), _figure(recent.mae, 4, "g"))
+    table.add_row(f"MAE ({report.objective})", _figure(online.mae, ".4g"), _figure(recent.mae, ".4g"))
+    table.add_row("bias (predicted - observed)", _figure(online.bias, "+.4g"), _figure(recent.bias, "+.4g"))
     for k, expected in ((1, online.calibration.expected_1std), (2, online.calibration.expected_2std)):
         table.add_row(
             f"within ±{k} std (vs {100 * expected:.0f}%)",

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import anyio.to_thread
+from colecache_client.csvio import format_spec_cell
 from colecache_client.spaces import get_space
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -235,9 +236,9 @@ CSV_PAGE = 1000
 
 
 def csv_row(record) -> list[str]:
-    """One observation as CSV cells: a string spec as is, any other spec (and metadata) as compact JSON;
-    `repr` of the value, which reads back to the same float."""
-    spec = record.spec if isinstance(record.spec, str) else json.dumps(record.spec, separators=(",", ":"))
+    """One observation as CSV cells: the spec as the SDK's CSV reader reads it back (a string as is, any
+    other spec as compact JSON), metadata as JSON; `repr` of the value, which reads back to the same float."""
+    spec = format_spec_cell(record.spec)
     meta = "" if not record.meta else json.dumps(record.meta, separators=(",", ":"), sort_keys=True)
     return [
         spec,
