@@ -40,3 +40,21 @@ def test_client_package_imports_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("|nor_conv_3x3~0|")
+
+
+def test_wheel_ships_the_templates_and_migrations(tmp_path):
+    # Non-Python files reach an installed server only through package-data: build the wheel and look.
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("colecache-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for template in ("base.html", "login.html", "not_found.html", "report.html", "studies.html"):
+        assert f"colecache/report/templates/{template}" in names
+    assert "colecache/migrations/script.py.mako" in names
+    assert "colecache/migrations/versions/0005_prequential.py" in names
