@@ -342,7 +342,7 @@ async def test_a_huge_request_does_not_hold_up_a_tiny_one(tmp_path, tiny_bert_di
         model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", batch_wait_ms=1, max_batch_tokens=512
     )
     services = await _services(settings, tiny_bert)
-    monkeypatch.setattr(services.queue, "_embed_fn", gated)
+    monkeypatch.setattr(services.queue.replicas[0], "embed_fn", gated)
     finished: list[str] = []
 
     big = asyncio.create_task(_embed(services, [{"code": BIG_CODE[:199_990] + f"\n# {i}"} for i in range(8)]))

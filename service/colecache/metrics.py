@@ -43,6 +43,12 @@ FORWARD_SECONDS = Histogram(
 FIT_SECONDS = Histogram(
     "colecache_surrogate_fit_seconds", "Surrogate fit time", buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60)
 )
+DEVICE_FORWARDS = Counter("colecache_device_forwards_total", "Model forwards per device replica", ["device"])
+DEVICE_ITEMS = Counter("colecache_device_items_total", "Items embedded per device replica", ["device"])
+DEVICE_BUSY = Counter(
+    "colecache_device_busy_seconds_total", "Seconds each device replica spent in forwards", ["device"]
+)
+DEVICE_UP = Gauge("colecache_device_up", "1 while a device replica is in rotation, 0 once taken out", ["device"])
 PREDICTIONS_NOT_RECORDED = Counter(
     "colecache_predictions_not_recorded_total",
     "Out-of-sample predictions answered but not kept for the study report (the SQL write failed)",
@@ -57,6 +63,13 @@ def record_lookup(sources: Sequence[str | None]) -> None:
             CACHE.labels("all", "miss").inc(n)
         else:
             CACHE.labels(tier, "hit").inc(n)
+
+
+def record_replica(replica, size: int, seconds: float) -> None:
+    """Count one successful forward on a device replica (embedding.queue.Replica)."""
+    DEVICE_FORWARDS.labels(replica.name).inc()
+    DEVICE_ITEMS.labels(replica.name).inc(size)
+    DEVICE_BUSY.labels(replica.name).inc(seconds)
 
 
 def record_batch(size: int, tokens: int, seconds: float) -> None:

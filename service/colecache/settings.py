@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     model_revision: str | None = Field(
         None, description="Hub revision to load; also the model's identity in cache keys (else a weights hash is used)."
     )
-    device: str = Field("auto", description="`auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1`, ...")
+    device: str = Field(
+        "auto",
+        description="`auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1`, ...; or several, one model "
+        "replica each, fed by one batching queue: `cuda:0,cuda:1`, `cuda:all` (every visible GPU), `cpu,cpu`.",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="`auto`: float32 on CPU, bfloat16 (or float16) on CUDA. Half precision is refused on CPU."
     )

@@ -83,4 +83,6 @@ router = APIRouter(tags=["operations"])
 async def prometheus_metrics(services: Services = Depends(get_services)) -> Response:
     if services.queue is not None:
         metrics.QUEUE_DEPTH.set(services.queue.depth)
+        for replica in services.queue.replicas:
+            metrics.DEVICE_UP.labels(replica.name).set(1 if replica.up else 0)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

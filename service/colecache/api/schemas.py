@@ -362,11 +362,22 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready", "degraded"] = Field(..., description="`degraded`: the hot tier is down, SQL serves.")
+    status: Literal["ready", "degraded"] = Field(
+        ..., description="`degraded`: the hot tier is down (SQL serves) or a device replica is out of rotation."
+    )
     model: str
     stores: dict[str, bool] = Field(..., description="Reachability per store (`redis` or `memory`, and `sql`).")
     degraded: list[str] | None = Field(None, description="The stores that are down (only when degraded).")
+    devices_down: list[str] | None = Field(None, description="Device replicas out of rotation (only when any).")
     detail: str | None = None
+
+
+class DeviceInfo(BaseModel):
+    name: str
+    up: bool = Field(description="False once taken out of rotation (it failed on a known-good item)")
+    forwards: int
+    items: int
+    busy_s: float
 
 
 class ModelInfo(BaseModel):
@@ -377,7 +388,8 @@ class ModelInfo(BaseModel):
     num_hidden_states: int
     max_positions: int
     min_length: int = Field(..., description="The smallest `max_length`: the special tokens + 1.")
-    device: str
+    device: str = Field(description="The first replica's device")
+    devices: list[DeviceInfo] = Field(default_factory=list, description="One model replica per device")
 
 
 class InfoOut(BaseModel):

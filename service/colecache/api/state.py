@@ -16,9 +16,9 @@ from ..cache.durable import SqlTier
 from ..cache.hot import HotTier, MemoryTier, RedisTier
 from ..cache.tiered import TieredCache
 from ..db.engine import make_engine, migrate
-from ..embedding.backend import TransformerBackend
+from ..embedding.backend import TransformerBackend, device_name
 from ..embedding.options import EmbedOptions
-from ..embedding.queue import BatchQueue
+from ..embedding.queue import BatchQueue, Replica
 from ..pipeline import EmbedPipeline
 from ..proxies.measure import ProxyMeasurer
 from ..settings import Settings
@@ -142,20 +142,29 @@ def default_embed_options(settings: Settings) -> EmbedOptions:
 
 
 async def load_model(services: Services, backend: TransformerBackend | None = None) -> None:
-    """Load and warm the model off the event loop, then open the pipeline (the server is ready)."""
+    """Load and warm the model on every device off the event loop (replicas in parallel), then open the
+    pipeline: the server is ready only when all replicas are."""
     settings = services.settings
     try:
         if backend is None:
-            backend = await anyio.to_thread.run_sync(TransformerBackend.load, settings)
-        await anyio.to_thread.run_sync(backend.warmup)
+            backends = await anyio.to_thread.run_sync(TransformerBackend.load_replicas, settings)
+        else:
+            backends = [backend]
+        await asyncio.gather(*(anyio.to_thread.run_sync(b.warmup) for b in backends))
+        devices = [b.device for b in backends]
+        replicas = [Replica(device_name(b.device, i, devices), b.embed) for i, b in enumerate(backends)]
+        for replica in replicas:
+            metrics.DEVICE_UP.labels(replica.name).set(1)
+        backend = backends[0]  # tokenizer and identity (the same on every replica)
         queue = BatchQueue(
-            backend.embed,
+            replicas,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
             batch_forward_cost=settings.batch_forward_cost,
             batch_wait_ms=settings.batch_wait_ms,
             max_queue_items=settings.max_queue_items,
             on_batch=metrics.record_batch,
+            on_replica=metrics.record_replica,
         )
         queue.start()
         services.backend, services.queue = backend, queue
@@ -169,7 +178,13 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
             max_pending_predictions=settings.max_pending_predictions,
         )
         services.pipeline = pipeline
-        log.info("ready: %s (%s, dim %d)", backend.identity.model, backend.identity.revision, backend.identity.dim)
+        log.info(
+            "ready: %s (%s, dim %d) on %s",
+            backend.identity.model,
+            backend.identity.revision,
+            backend.identity.dim,
+            ", ".join(r.name for r in replicas),
+        )
     except Exception as exc:  # keep the process up so /ready can say why
         services.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("model failed to load")

@@ -6,6 +6,7 @@ safe to call from any thread.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -14,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +154,35 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_devices(text: str) -> list[torch.device]:
+    """The devices of `COLECACHE_DEVICE`: one (`auto`, `cpu`, `cuda:1`), a list (`cuda:0,cuda:1`,
+    `cpu,cpu`) or `cuda:all` (every visible GPU). One model replica runs on each.
+
+    Raises ValueError for mixed device types (their vectors differ, and the cache key names one
+    dtype) and for `cuda:all` without a GPU."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if names == ["cuda:all"]:
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError("COLECACHE_DEVICE=cuda:all but no CUDA device is visible")
+        return [torch.device("cuda", index) for index in range(count)]
+    if not names:
+        raise ValueError("COLECACHE_DEVICE is empty")
+    devices = [resolve_device(name) for name in names]
+    kinds = {device.type for device in devices}
+    if len(kinds) > 1:
+        raise ValueError(f"COLECACHE_DEVICE mixes device types ({', '.join(sorted(kinds))}); use one type")
+    return devices
+
+
+def device_name(device: torch.device, position: int, devices: Sequence[torch.device]) -> str:
+    """A replica's name for logs and metrics: `cuda:1`, or `cpu#2` when one device runs several replicas."""
+    base = str(device) if device.type != "cuda" or device.index is not None else "cuda:0"
+    if sum(str(d) == str(device) for d in devices) > 1:
+        return f"{base}#{position}"
+    return base
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         if device.type == "cuda":
@@ -257,14 +288,40 @@ class TransformerBackend:
 
     @classmethod
     def load(cls, settings: Settings) -> TransformerBackend:
+        """The model on the first of `COLECACHE_DEVICE`'s devices (see `load_replicas` for all of them)."""
+        return cls.load_replicas(settings)[0]
+
+    @classmethod
+    def load_replicas(cls, settings: Settings) -> list[TransformerBackend]:
+        """One backend per device of `COLECACHE_DEVICE`, all with the same weights and identity.
+
+        The weights are read once; with several devices they are loaded on the CPU and copied to
+        each device in parallel threads (each replica's tokenizer is shared: tokenizing happens on
+        the request path, not in the replicas' forwards)."""
+        devices = resolve_devices(settings.device)
+        if len(devices) == 1:
+            return [cls._load(settings, devices[0])]
+        staging = cls._load(settings, torch.device("cpu"), dtype_for=devices[0])
+
+        def place(device: torch.device, model) -> TransformerBackend:
+            started = time.perf_counter()
+            placed = model.to(device).eval()
+            log.info("replica on %s ready in %.1fs", device, time.perf_counter() - started)
+            return cls(staging.tokenizer, placed, staging.identity, device)
+
+        copies = [copy.deepcopy(staging.model) for _ in devices[1:]] + [staging.model]
+        with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="colecache-replica") as pool:
+            return list(pool.map(place, devices, copies))
+
+    @classmethod
+    def _load(cls, settings: Settings, device: torch.device, dtype_for: torch.device | None = None):
         from transformers import AutoModel, AutoTokenizer
 
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         ref = resolve_model_ref(settings.model)
         source, name = ref.source, ref.name
-        device = resolve_device(settings.device)
-        dtype = resolve_dtype(settings.dtype, device)
+        dtype = resolve_dtype(settings.dtype, dtype_for or device)
         kwargs = {"revision": settings.model_revision, "trust_remote_code": settings.trust_remote_code}
         if ref.gguf_file:
             # transformers de-quantises GGUF weights into a regular model (needs `gguf`); the tokenizer

@@ -1,8 +1,10 @@
 """The batching queue between HTTP handlers and the model.
 
 Items from concurrent requests are merged into forwards bounded by a padded-token budget and
-a batch size, sorted by length so rows of similar length share a forward (less padding). The
-model runs in one worker thread, so the event loop keeps serving cached requests meanwhile.
+a batch size, sorted by length so rows of similar length share a forward (less padding). Each
+model replica (one per device: `COLECACHE_DEVICE=cuda:0,cuda:1`) runs in its own worker thread and
+takes the next planned forward whenever it is free, so the event loop keeps serving cached requests
+meanwhile and every device stays busy.
 The queue is bounded: when it is full new work is refused at once (the API answers 429 with
 Retry-After) instead of letting latency grow without limit.
 
@@ -10,7 +12,8 @@ A forward that raises is retried in halves down to single items, so only the ite
 (as ItemFailed when the model works on other items, with the original error when the model itself
 is broken). Items that arrive while a window is being worked off join its plan, so a small request
 is not held behind every forward of a large one; an older item is overtaken at most MAX_OVERTAKES
-times by later arrivals.
+times by later arrivals. A replica that fails even on the known-good probe item is taken out of
+rotation and its unfinished items run on the others; only the last replica standing fails requests.
 """
 
 from __future__ import annotations
@@ -82,6 +85,32 @@ def _is_capacity_error(exc: Exception) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
+class _ReplicaDown(Exception):
+    """Raised inside a batch when its replica fails on the known-good probe while others are up."""
+
+    def __init__(self, cause: Exception):
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+@dataclass(eq=False)
+class Replica:
+    """One copy of the model the queue feeds: its forward (items -> (n, dim) float32) and its device."""
+
+    name: str
+    embed_fn: Callable[[Sequence[BatchItem]], np.ndarray]
+    up: bool = True
+    batches: int = 0
+    items: int = 0
+    busy_s: float = 0.0
+    running: list = field(default_factory=list)  # entries in its forward now
+    executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    @property
+    def free(self) -> bool:
+        return self.up and not self.running
+
+
 @dataclass
 class QueueStats:
     batches: int = 0
@@ -126,7 +155,7 @@ class BatchQueue:
 
     def __init__(
         self,
-        embed_fn: Callable[[Sequence[BatchItem]], np.ndarray],
+        replicas: Callable[[Sequence[BatchItem]], np.ndarray] | Sequence[Replica],
         *,
         max_batch_tokens: int,
         max_batch_size: int,
@@ -134,8 +163,16 @@ class BatchQueue:
         batch_forward_cost: int = 512,
         max_queue_items: int,
         on_batch: Callable[[int, int, float], None] | None = None,
+        on_replica: Callable[[Replica, int, float], None] | None = None,
     ):
-        self._embed_fn = embed_fn
+        """`replicas`: one forward function (a single device) or one Replica per device. `on_batch(size,
+        padded tokens, seconds)` and `on_replica(replica, size, seconds)` see every successful forward."""
+        self.replicas = [Replica("model", replicas)] if callable(replicas) else list(replicas)
+        if not self.replicas:
+            raise ValueError("a batch queue needs at least one model replica")
+        for index, replica in enumerate(self.replicas):
+            replica.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"colecache-model-{index}")
+        self._on_replica = on_replica
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.batch_forward_cost = batch_forward_cost
@@ -144,11 +181,10 @@ class BatchQueue:
         self._on_batch = on_batch
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="colecache-model")
+        self._freed = asyncio.Event()  # a replica finished a batch
         self._worker: asyncio.Task | None = None
+        self._batches: set[asyncio.Task] = set()
         self._closing = False
-        self._running = 0  # items inside the forward now
-        self._in_forward: list[_Pending] = []  # their entries (failed at once by `abandon`)
         self._plan: list[list[_Pending]] = []  # planned forwards of the current window, in run order
         self._admissions = 0
         # A small item the model has embedded: run alone when a lone item fails, to tell a poison input
@@ -174,7 +210,10 @@ class BatchQueue:
         if self._worker is not None:
             await self._worker
             self._worker = None
-        self._executor.shutdown(wait=True)
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
+        for replica in self.replicas:
+            replica.executor.shutdown(wait=True)
 
     def abandon(self, reason: str) -> int:
         """Stop taking work and fail every item not yet computed with QueueClosed(reason), at once.
@@ -184,7 +223,8 @@ class BatchQueue:
         back (and stored by their requests). The forward running now finishes in its thread, unused.
         Returns how many items were failed."""
         self._closing = True
-        entries = [*self._pending, *(entry for batch in self._plan for entry in batch), *self._in_forward]
+        running = [entry for replica in self.replicas for entry in replica.running]
+        entries = [*self._pending, *(entry for batch in self._plan for entry in batch), *running]
         self._pending.clear()
         self._plan = []
         failed = 0
@@ -202,7 +242,8 @@ class BatchQueue:
     @property
     def depth(self) -> int:
         """Items waiting (queued or planned) or running."""
-        return len(self._pending) + sum(len(batch) for batch in self._plan) + self._running
+        running = sum(len(replica.running) for replica in self.replicas)
+        return len(self._pending) + sum(len(batch) for batch in self._plan) + running
 
     # --- submission ----------------------------------------------------------------------------
     def enqueue(self, items: Sequence[BatchItem]) -> list[asyncio.Future]:
@@ -215,7 +256,7 @@ class BatchQueue:
         if not items:
             return []
         if len(self._pending) + len(items) > self.max_queue_items:
-            backlog = len(self._pending) + self._running
+            backlog = len(self._pending) + sum(len(replica.running) for replica in self.replicas)
             raise QueueFull(backlog, self.max_queue_items, retry_after=max(1.0, backlog / self._items_per_second))
         loop = asyncio.get_running_loop()
         entries = [_Pending(item, loop.create_future()) for item in items]
@@ -236,9 +277,20 @@ class BatchQueue:
     def _queued_tokens(self) -> int:
         return sum(entry.item.tokens.n_tokens for entry in self._pending)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _free_replica(self) -> Replica | None:
+        """The first replica that is up and idle, waiting for one; None when the queue is closing and idle."""
         while True:
+            for replica in self.replicas:
+                if replica.free:
+                    return replica
+            if not any(replica.up for replica in self.replicas):
+                return self.replicas[0]  # none left: the first one reports the failure
+            self._freed.clear()
+            await self._freed.wait()
+
+    async def _run(self) -> None:
+        while True:
+            replica = await self._free_replica()
             if not self._plan:
                 if not self._pending:
                     if self._closing:
@@ -262,13 +314,22 @@ class BatchQueue:
                     self._plan = sorted(merged, key=lambda b: max(e.item.tokens.n_tokens for e in b))
             if not self._plan:
                 continue
+            if not replica.free and any(r.up for r in self.replicas):
+                continue  # the chosen replica went down meanwhile: pick again
             batch = self._plan.pop(self._next_batch())
-            await self._run_batch(loop, batch)
+            replica.running = batch  # busy from now: the next loop turn picks another replica
+            task = asyncio.get_running_loop().create_task(self._run_batch(replica, batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batch_done)
             newest = max(entry.admitted for entry in batch)
             for waiting in self._plan:
                 for entry in waiting:
                     if entry.admitted < newest:
                         entry.overtaken += 1
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._batches.discard(task)
+        self._freed.set()
 
     def _admit(self, room: int) -> list[_Pending]:
         """Move up to `room` of the oldest queued items into the plan (skipping cancelled ones)."""
@@ -296,14 +357,38 @@ class BatchQueue:
         ]
         return min(overdue)[1] if overdue else 0
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+    async def _run_batch(self, replica: Replica, batch: list[_Pending]) -> None:
         state = _Isolation()
-        await self._run_or_split(loop, batch, state)
+        try:
+            await self._run_or_split(replica, batch, state)
+        except _ReplicaDown as down:
+            replica.up = False
+            undone = [entry for entry in batch if not entry.future.done()]
+            log.error(
+                "replica %s failed on a known-good item too (%s: %s): out of rotation; %d item(s) move to the "
+                "other replicas",
+                replica.name,
+                type(down.cause).__name__,
+                down.cause,
+                len(undone),
+            )
+            if undone:
+                self._plan.insert(0, undone)
+                self._wakeup.set()
+            return
+        except Exception as exc:  # a bug here must not leave requests waiting forever
+            log.exception("batch on %s failed unexpectedly", replica.name)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        finally:
+            replica.running = []
         for entry, exc in state.undecided:  # no probe was available: decide by this batch alone
             if not entry.future.done():
                 entry.future.set_exception(ItemFailed(exc) if state.succeeded else exc)
 
-    async def _run_or_split(self, loop: asyncio.AbstractEventLoop, entries: list[_Pending], state: _Isolation) -> None:
+    async def _run_or_split(self, replica: Replica, entries: list[_Pending], state: _Isolation) -> None:
         """One forward over `entries`; if it raises, the halves again, down to the single item at fault."""
         live = [entry for entry in entries if not entry.future.done()]
         if not live:
@@ -313,30 +398,29 @@ class BatchQueue:
                 entry.future.set_exception(state.fault)
             return
         try:
-            vectors = await self._forward(loop, live)
+            vectors = await self._forward(replica, live)
         except Exception as exc:
             self.stats.failed_batches += 1
             if len(live) > 1:
                 log.warning(
-                    "a forward of %d items failed (%s: %s); retrying in halves to find the item at fault",
+                    "a forward of %d items on %s failed (%s: %s); retrying in halves to find the item at fault",
                     len(live),
+                    replica.name,
                     type(exc).__name__,
                     exc,
                 )
                 middle = len(live) // 2
-                await self._run_or_split(loop, live[:middle], state)
-                await self._run_or_split(loop, live[middle:], state)
+                await self._run_or_split(replica, live[:middle], state)
+                await self._run_or_split(replica, live[middle:], state)
             else:
-                await self._fail_one(loop, live[0], exc, state)
+                await self._fail_one(replica, live[0], exc, state)
             return
         state.succeeded = True
         for entry, vector in zip(live, vectors):
             if not entry.future.done():
                 entry.future.set_result(vector)
 
-    async def _fail_one(
-        self, loop: asyncio.AbstractEventLoop, entry: _Pending, exc: Exception, state: _Isolation
-    ) -> None:
+    async def _fail_one(self, replica: Replica, entry: _Pending, exc: Exception, state: _Isolation) -> None:
         """A forward of this item alone failed: blame the item if the model works, else the server."""
         if _is_capacity_error(exc):
             log.error("model forward ran out of memory on one item of %d tokens", entry.item.tokens.n_tokens)
@@ -345,7 +429,7 @@ class BatchQueue:
             return
         if not state.succeeded and state.probed is None and self.probe_item is not None:
             try:
-                await loop.run_in_executor(self._executor, self._embed_fn, [self.probe_item])
+                await asyncio.get_running_loop().run_in_executor(replica.executor, replica.embed_fn, [self.probe_item])
                 state.probed = True
             except Exception:
                 state.probed = False
@@ -359,6 +443,8 @@ class BatchQueue:
                 exc,
             )
             entry.future.set_exception(ItemFailed(exc))
+        elif state.probed is False and any(other.up for other in self.replicas if other is not replica):
+            raise _ReplicaDown(exc)  # this device is broken, not the model: the others take its items
         elif state.probed is False:
             log.error("model forward failed, and on a known-good item too: the model is failing", exc_info=exc)
             state.fault = exc
@@ -366,22 +452,27 @@ class BatchQueue:
         else:
             state.undecided.append((entry, exc))
 
-    async def _forward(self, loop: asyncio.AbstractEventLoop, live: list[_Pending]) -> np.ndarray:
-        self._running, self._in_forward = len(live), live
+    async def _forward(self, replica: Replica, live: list[_Pending]) -> np.ndarray:
+        replica.running = live
         started = time.perf_counter()
-        try:
-            vectors = await loop.run_in_executor(self._executor, self._embed_fn, [e.item for e in live])
-        finally:
-            self._running, self._in_forward = 0, []
+        vectors = await asyncio.get_running_loop().run_in_executor(
+            replica.executor, replica.embed_fn, [e.item for e in live]
+        )
         elapsed = time.perf_counter() - started
         tokens = len(live) * max(e.item.tokens.n_tokens for e in live)
         self.stats.batches += 1
         self.stats.items += len(live)
         self.stats.last_batch_sizes.append(len(live))
+        replica.batches += 1
+        replica.items += len(live)
+        replica.busy_s += elapsed
         if elapsed > 0:
-            self._items_per_second = 0.8 * self._items_per_second + 0.2 * (len(live) / elapsed)
+            rate = len(live) / elapsed * sum(r.up for r in self.replicas)
+            self._items_per_second = 0.8 * self._items_per_second + 0.2 * rate
         if self._on_batch is not None:
             self._on_batch(len(live), tokens, elapsed)
+        if self._on_replica is not None:
+            self._on_replica(replica, len(live), elapsed)
         shortest = min(live, key=lambda e: e.item.tokens.n_tokens).item
         if self.probe_item is None or shortest.tokens.n_tokens < self.probe_item.tokens.n_tokens:
             self.probe_item = shortest

@@ -168,9 +168,17 @@ async def ready(services: Services = Depends(get_services)):
         raise NotReady(f"store(s) unreachable: {durable}")
     degraded = [name for name, ok in stores.items() if not ok]
     body = {"status": "degraded" if degraded else "ready", "model": services.backend.identity.model, "stores": stores}
+    down = [r.name for r in services.queue.replicas if not r.up] if services.queue is not None else []
+    if down:
+        body["devices_down"] = down
     if degraded:
         body["degraded"] = degraded
         body["detail"] = f"{', '.join(degraded)} unreachable: serving from {durable} (slower, still correct)"
+    if down:
+        body["status"] = "degraded"
+        body["detail"] = (body.get("detail", "") + "; " if degraded else "") + (
+            f"device replica(s) {', '.join(down)} out of rotation: the others serve"
+        )
     return FastJSONResponse(body)
 
 
@@ -200,6 +208,12 @@ async def info(request: Request, services: Services = Depends(get_services)):
                 "max_positions": identity.max_positions,
                 "min_length": identity.min_length,  # the smallest max_length: special tokens + 1
                 "device": str(services.backend.device),
+                "devices": []
+                if services.queue is None
+                else [
+                    {"name": r.name, "up": r.up, "forwards": r.batches, "items": r.items, "busy_s": round(r.busy_s, 3)}
+                    for r in services.queue.replicas
+                ],
             },
             "defaults": default_embed_options(settings).model_dump(exclude_none=True),
             "limits": {
