@@ -183,3 +183,22 @@ def test_tau_over_time_is_sampled_and_ends_at_all_pairs():
     assert curve[-1]["kendall_tau"] == pytest.approx(report["online"]["kendall_tau"])
     assert curve[-1]["window_tau"] == pytest.approx(report["recent"]["kendall_tau"])
     assert report["best"]["value"] == min(p.value for p in pairs)  # minimise
+
+
+async def test_isomorphic_cells_keep_their_own_predictions(services):
+    """Two cells of one isomorphism class share a COLE vector but not a path encoding, so their predictions
+    differ: each observed cell must pair with its own prediction (found by a fresh user: they were merged)."""
+    studies = services.studies
+    a = SPACE.parse("|none~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|avg_pool_3x3~1|skip_connect~2|")
+    b = SPACE.parse("|none~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|")
+    assert SPACE.canonical(a) == SPACE.canonical(b) and a.to_string() != b.to_string()
+    study = _study(services)
+    await studies.observe(study, [ObservationIn(c.to_string(), _value(c)) for c in _cells(12, seed=4)], "reject")
+    study = studies.repo.get(study.id, None)
+    predicted = await studies.predict(study, [a.to_string(), b.to_string()])
+    assert predicted.mean[0] != predicted.mean[1]
+    await studies.observe(study, [ObservationIn(a.to_string(), 46.35)], "reject")
+    await studies.observe(study, [ObservationIn(b.to_string(), 46.57)], "reject")
+    pairs = {p["arch"]: p for p in (await studies.report(study, window=50))["pairs"]}
+    assert pairs[a.to_string()]["mean"] == pytest.approx(predicted.mean[0])
+    assert pairs[b.to_string()]["mean"] == pytest.approx(predicted.mean[1])

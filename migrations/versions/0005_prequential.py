@@ -21,7 +21,9 @@ def upgrade() -> None:
     op.create_table(
         "predictions",
         sa.Column("study_id", sa.String(32), nullable=False),
-        sa.Column("spec_key", sa.String(200), nullable=False, comment="the architecture's class, as in observations"),
+        sa.Column(
+            "spec_hash", sa.String(64), nullable=False, comment="sha256 of the exact spec text (as in measurement keys)"
+        ),
         sa.Column(
             "surrogate_version",
             sa.Integer(),
@@ -32,7 +34,7 @@ def upgrade() -> None:
         sa.Column("mean", sa.Float(), nullable=False),
         sa.Column("std", sa.Float(), nullable=False),
         sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.PrimaryKeyConstraint("study_id", "spec_key", name="pk_predictions"),
+        sa.PrimaryKeyConstraint("study_id", "spec_hash", name="pk_predictions"),
         sa.ForeignKeyConstraint(
             ["study_id"], ["studies.id"], name="fk_predictions_study_id_studies", ondelete="CASCADE"
         ),

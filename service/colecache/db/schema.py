@@ -93,13 +93,14 @@ observations = Table(
 )
 
 # Prequential evaluation (studies/prequential.py): a prediction is kept only for an architecture the
-# surrogate was not trained on, the latest one per architecture; observing the architecture turns it
+# surrogate was not trained on (no cell of its class observed), the latest one per exact spec (isomorphic
+# cells may be predicted differently: their structural encodings differ); observing that spec turns it
 # into a pair with the observed value.
 predictions = Table(
     "predictions",
     metadata,
     Column("study_id", String(32), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True),
-    Column("spec_key", String(200), primary_key=True, comment="the architecture's class, as in observations"),
+    Column("spec_hash", String(64), primary_key=True, comment="sha256 of the exact spec text (as in measurement keys)"),
     Column("surrogate_version", Integer, nullable=False, comment="study version the surrogate was fitted on"),
     Column("n_train", Integer, nullable=False, comment="observations the surrogate was fitted on"),
     Column("mean", Float, nullable=False),

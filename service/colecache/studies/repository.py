@@ -45,6 +45,11 @@ class StudyRecord:
     candidates: list | None = None  # unlabelled specs the study searches (its surrogate's reference)
 
 
+def spec_hash(spec_text: str) -> str:
+    """sha256 of an exact spec text: how a pending prediction finds the observation that settles it."""
+    return hashlib.sha256(spec_text.encode()).hexdigest()
+
+
 def measurement_key(spec_text: str, meta: dict | None) -> str:
     """A measurement's identity within a study: sha256 of the exact spec text and the metadata (canonical JSON).
 
@@ -115,7 +120,7 @@ class ObservationConflict(ValueError):
 class PendingPrediction:
     """A prediction for an architecture the surrogate was not fitted on, awaiting its observation."""
 
-    spec_key: str
+    spec_hash: str  # of the exact spec text (see `spec_hash`)
     surrogate_version: int
     n_train: int
     mean: float
@@ -344,17 +349,18 @@ class StudyRepository:
     def _settle_predictions(conn, study_id: str, fresh: dict[str, NewObservation]) -> None:
         """Pair each newly observed architecture's pending prediction with its observation (same transaction).
 
-        Every new measurement of the architecture in this post gets the pair; the prediction is then
+        Every new measurement of that exact spec in this post gets the pair; the prediction is then
         consumed, so a later repeat (seen by the surrogate by then) never pairs with a stale one."""
-        spec_keys = list({item.spec_key for item in fresh.values()})
+        hashes = {key: spec_hash(item.spec_text) for key, item in fresh.items()}
+        wanted = list(set(hashes.values()))
         pending: dict[str, object] = {}
-        for start in range(0, len(spec_keys), 500):
-            chunk = spec_keys[start : start + 500]
-            query = select(predictions).where(predictions.c.study_id == study_id, predictions.c.spec_key.in_(chunk))
-            pending.update({row.spec_key: row for row in conn.execute(query)})
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            query = select(predictions).where(predictions.c.study_id == study_id, predictions.c.spec_hash.in_(chunk))
+            pending.update({row.spec_hash: row for row in conn.execute(query)})
         if not pending:
             return
-        keys = [key for key, item in fresh.items() if item.spec_key in pending]
+        keys = [key for key in fresh if hashes[key] in pending]
         ids: dict[str, int] = {}
         for start in range(0, len(keys), 500):
             query = select(observations.c.id, observations.c.measurement_key).where(
@@ -363,7 +369,7 @@ class StudyRepository:
             ids.update({row.measurement_key: row.id for row in conn.execute(query)})
         rows = []
         for key in keys:
-            prediction = pending[fresh[key].spec_key]
+            prediction = pending[hashes[key]]
             rows.append(
                 {
                     "observation_id": ids[key],
@@ -380,7 +386,7 @@ class StudyRepository:
         for start in range(0, len(settled), 500):
             conn.execute(
                 delete(predictions).where(
-                    predictions.c.study_id == study_id, predictions.c.spec_key.in_(settled[start : start + 500])
+                    predictions.c.study_id == study_id, predictions.c.spec_hash.in_(settled[start : start + 500])
                 )
             )
 
@@ -390,13 +396,13 @@ class StudyRepository:
         per study (the oldest go first). A study deleted meanwhile records nothing."""
         if not items:
             return
-        latest = {item.spec_key: item for item in items}  # one row per architecture: the last one wins
+        latest = {item.spec_hash: item for item in items}  # one row per exact spec: the last one wins
         with self.engine.begin() as conn:
             if conn.execute(select(studies.c.id).where(studies.c.id == study_id)).first() is None:
                 return
             statement = dialect_insert(self.engine.dialect.name, predictions)
             statement = statement.on_conflict_do_update(
-                index_elements=[predictions.c.study_id, predictions.c.spec_key],
+                index_elements=[predictions.c.study_id, predictions.c.spec_hash],
                 set_={
                     name: statement.excluded[name]
                     for name in ("surrogate_version", "n_train", "mean", "std", "predicted_at")
@@ -406,7 +412,7 @@ class StudyRepository:
             rows = [
                 {
                     "study_id": study_id,
-                    "spec_key": item.spec_key,
+                    "spec_hash": item.spec_hash,
                     "surrogate_version": item.surrogate_version,
                     "n_train": item.n_train,
                     "mean": item.mean,
@@ -422,16 +428,16 @@ class StudyRepository:
             ).scalar_one()
             if count > max_pending:
                 oldest = (
-                    select(predictions.c.spec_key)
+                    select(predictions.c.spec_hash)
                     .where(predictions.c.study_id == study_id)
-                    .order_by(predictions.c.predicted_at, predictions.c.spec_key)
+                    .order_by(predictions.c.predicted_at, predictions.c.spec_hash)
                     .limit(count - max_pending)
                 )
-                stale = [row.spec_key for row in conn.execute(oldest)]
+                stale = [row.spec_hash for row in conn.execute(oldest)]
                 for start in range(0, len(stale), 500):
                     conn.execute(
                         delete(predictions).where(
-                            predictions.c.study_id == study_id, predictions.c.spec_key.in_(stale[start : start + 500])
+                            predictions.c.study_id == study_id, predictions.c.spec_hash.in_(stale[start : start + 500])
                         )
                     )
 

@@ -43,6 +43,7 @@ from .repository import (
     StudyRecord,
     StudyRepository,
     WriteResult,
+    spec_hash,
 )
 
 MIN_OBSERVATIONS = 2
@@ -421,10 +422,12 @@ class StudyService:
         if self.max_pending_predictions <= 0:
             return
         fitted = prediction.fitted
+        # Out of sample: no cell of the spec's class was fitted on. Kept per exact spec, since isomorphic
+        # cells may be predicted differently (their structural encodings differ).
         pending = [
-            PendingPrediction(key, fitted.version, fitted.n_observations, float(m), float(s))
-            for key, m, s in zip((spec_key(spec, options.render) for spec in specs), prediction.mean, prediction.std)
-            if key not in fitted.trained_keys and math.isfinite(m) and math.isfinite(s)
+            PendingPrediction(spec_hash(spec_text(spec)), fitted.version, fitted.n_observations, float(m), float(s))
+            for spec, m, s in zip(specs, prediction.mean, prediction.std)
+            if spec_key(spec, options.render) not in fitted.trained_keys and math.isfinite(m) and math.isfinite(s)
         ]
         try:
             await anyio.to_thread.run_sync(
