@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -166,6 +167,25 @@ def test_page_rules_over_http(keyed_server, study):
         assert "default-src 'none'" in page.headers["content-security-policy"] and "<script" not in page.text
         missing = anonymous.get("/ui/studies/0123abcd")
         assert missing.status_code == 404 and "No study" in missing.text
+        # Four SVGs on one page: every element id is unique and every reference resolves in its own panel.
+        ids = re.findall(r'\bid="([^"]+)"', page.text)
+        assert len(ids) == len(set(ids)) > 100
+        assert set(re.findall(r"url\(#([^)]+)\)", page.text)) <= set(ids)
+        # The page's own links open with the cookie (the JSON API would need the bearer header).
+        assert f'href="/ui/studies/{sid}/observations.csv"' in page.text
+        exported = anonymous.get(f"/ui/studies/{sid}/observations.csv")
+        assert exported.status_code == 200 and len(exported.text.splitlines()) == 61
+        assert "+00:00" in exported.text.splitlines()[1]  # times say their zone
+        as_json = anonymous.get(f"/ui/studies/{sid}/report.json", params={"window": 10})
+        assert as_json.status_code == 200 and as_json.json()["recent"]["window"] == 10
+        assert "Latest 10 pairs" in anonymous.get(f"/ui/studies/{sid}", params={"window": 10}).text
+        # A browser opening the server's root lands on the list; logging out by link works too.
+        root = anonymous.get("/", headers={"Accept": "text/html,*/*;q=0.8"})
+        assert root.status_code == 303 and root.headers["location"] == "/ui"
+        out = anonymous.get("/ui/logout")
+        assert out.status_code == 303 and 'colecache_key=""' in out.headers["set-cookie"]
+        anonymous.cookies.clear()
+        assert anonymous.get(f"/ui/studies/{sid}/observations.csv").status_code == 303
     with keyed_server.client(headers={"Authorization": f"Bearer {KEY}"}) as client:
         # API clients keep getting JSON from the same URL a browser is redirected from.
         assert client.get(f"/studies/{sid}").json()["id"] == sid

@@ -8,12 +8,14 @@ threads can draw at once.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller SVGs, selectable in the page
 matplotlib.rcParams["svg.hashsalt"] = "colecache"  # stable element ids: the same report, the same SVG
@@ -50,6 +52,7 @@ def best_so_far(ax: Axes, report: dict) -> None:
     ax.scatter([p["index"] for p in dots], [p["value"] for p in dots], s=8, color="0.65", label="observed")
     ax.step(index, [p["best"] for p in points], where="post", color="C0", linewidth=2, label="best so far")
     ax.set_xlabel("evaluation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_plain(report.get("objective", "value")))
     ax.legend(loc="lower right" if report.get("direction") == "maximize" else "upper right", fontsize=8)
 
@@ -70,7 +73,7 @@ def predicted_vs_observed(ax: Axes, report: dict) -> None:
     ax.plot([low, high], [low, high], color="0.3", linestyle="--", linewidth=0.8, label="y = x")
     ax.set_xlabel("observed")
     ax.set_ylabel("predicted mean")
-    ax.figure.colorbar(dots, ax=ax, label="evaluation")
+    ax.figure.colorbar(dots, ax=ax, label="evaluation", ticks=MaxNLocator(integer=True))
     ax.legend(loc="upper left", fontsize=8)
 
 
@@ -88,6 +91,7 @@ def tau_over_time(ax: Axes, report: dict) -> None:
     ax.axhline(0, color="0.5", linewidth=0.6)
     ax.set_ylim(-1, 1)
     ax.set_xlabel("evaluation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Kendall tau")
     ax.legend(loc="lower right", fontsize=8)
 
@@ -128,7 +132,19 @@ def panel_svg(name: str, report: dict, size: tuple[float, float] = (5.4, 3.6)) -
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return _own_ids(text[text.index("<svg") :], name)
+
+
+def _own_ids(svg: str, prefix: str) -> str:
+    """Prefix every element id (and each reference to it) so several panels can share one HTML page:
+    matplotlib numbers clip paths and glyphs the same way in every figure it draws."""
+    for element_id in set(re.findall(r'\bid="([^"]+)"', svg)):
+        svg = (
+            svg.replace(f'id="{element_id}"', f'id="{prefix}-{element_id}"')
+            .replace(f"url(#{element_id})", f"url(#{prefix}-{element_id})")
+            .replace(f'href="#{element_id}"', f'href="#{prefix}-{element_id}"')
+        )
+    return svg
 
 
 def report_figure(report: dict) -> Figure:

@@ -7,6 +7,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 import anyio.to_thread
@@ -231,6 +232,15 @@ async def get_candidates(
     return FastJSONResponse({"study_id": study.id, "version": study.version, "specs": study.candidates or []})
 
 
+def utc_iso(moment: datetime | None) -> str | None:
+    """A stored time in ISO 8601 with its zone: SQLite hands back naive UTC (CURRENT_TIMESTAMP), PostgreSQL aware."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat()
+
+
 CSV_COLUMNS = ("spec", "value", "metadata", "arch", "id", "created_at", "updated_at")
 CSV_PAGE = 1000
 
@@ -246,8 +256,8 @@ def csv_row(record) -> list[str]:
         meta,
         record.arch or "",
         str(record.id),
-        record.created_at.isoformat() if record.created_at else "",
-        record.updated_at.isoformat() if record.updated_at else "",
+        utc_iso(record.created_at) or "",
+        utc_iso(record.updated_at) or "",
     ]
 
 
@@ -317,8 +327,8 @@ async def list_observations(
                     "arch": r.arch,
                     "value": r.value,
                     "metadata": r.meta,
-                    "created_at": r.created_at.isoformat() if r.created_at else None,
-                    "updated_at": r.updated_at.isoformat() if r.updated_at else None,
+                    "created_at": utc_iso(r.created_at),
+                    "updated_at": utc_iso(r.updated_at),
                 }
                 for r in records
             ],

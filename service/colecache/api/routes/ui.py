@@ -10,7 +10,7 @@ from typing import Annotated
 from urllib.parse import parse_qs
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,7 +19,7 @@ from ...studies.service import StudyService
 from ..auth import KEY_COOKIE, UI_PREFIX, key_identity
 from ..deps import get_owner, get_studies
 from ..errors import ApiError
-from .studies import load_study
+from .studies import list_observations, load_study, study_report, utc_iso
 
 router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
 
@@ -68,7 +68,7 @@ async def studies_list(
                     "direction": study.direction,
                     "n_observations": studies.repo.count(study.id),
                     "best": None if best is None else best.value,
-                    "created_at": study.created_at.strftime("%Y-%m-%d %H:%M") if study.created_at else "",
+                    "created_at": (utc_iso(study.created_at) or "")[:16].replace("T", " ") + " UTC",
                 }
             )
         return out
@@ -82,6 +82,7 @@ async def study_page(
     request: Request,
     owner: Annotated[str | None, Depends(get_owner)],
     studies: Annotated[StudyService, Depends(get_studies)],
+    window: Annotated[int, Query(ge=3, le=100_000)] = 50,
 ):
     logout = _keys_required(request)
     try:
@@ -90,7 +91,7 @@ async def study_page(
         if exc.status != 404:
             raise
         return _html(pages.not_found_page(f"No study {study_id!r} here.", logout), status_code=404)
-    figures = await studies.report(study, window=50)
+    figures = await studies.report(study, window=window)
     report = {
         "study_id": study.id,
         "name": study.name,
@@ -101,6 +102,27 @@ async def study_page(
         **figures,
     }
     return _html(await anyio.to_thread.run_sync(pages.report_page, report, logout))
+
+
+@router.get("/studies/{study_id}/observations.csv")
+async def study_csv(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+):
+    """The page's CSV link: the same CSV as `GET /studies/{id}/observations?format=csv`, opened by the cookie."""
+    return await list_observations(study_id, owner, studies, limit=None, offset=0, format="csv")
+
+
+@router.get("/studies/{study_id}/report.json")
+async def study_json(
+    study_id: str,
+    owner: Annotated[str | None, Depends(get_owner)],
+    studies: Annotated[StudyService, Depends(get_studies)],
+    window: Annotated[int, Query(ge=3, le=100_000)] = 50,
+):
+    """The page's JSON link: `GET /studies/{id}/report`, opened by the cookie."""
+    return await study_report(study_id, owner, studies, window=window)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -134,7 +156,7 @@ async def login(request: Request):
     return response
 
 
-@router.post("/logout")
+@router.api_route("/logout", methods=["GET", "POST"])
 async def logout():
     response = RedirectResponse(f"{UI_PREFIX}/login", status_code=303)
     response.delete_cookie(KEY_COOKIE, path=UI_PREFIX)
@@ -142,9 +164,9 @@ async def logout():
 
 
 class StudyPageRedirect:
-    """`GET /studies/{id}` from a browser (Accept names text/html) goes to the study's report page; API
-    clients (Accept: application/json or */*) get JSON as before. Runs before auth: a browser has no
-    bearer header, and the page has its own login."""
+    """`GET /studies/{id}` (and `GET /`) from a browser (Accept names text/html) goes to the study's report
+    page (the study list); API clients (Accept: application/json or */*) get what they got before. Runs
+    before auth: a browser has no bearer header, and the pages have their own login."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -152,10 +174,11 @@ class StudyPageRedirect:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             match = STUDY_PATH.match(scope["path"])
-            if match:
+            target = f"{UI_PREFIX}/studies/{match.group(1)}" if match else UI_PREFIX if scope["path"] == "/" else None
+            if target is not None:
                 accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
                 if "text/html" in accept:
-                    response = RedirectResponse(f"{UI_PREFIX}/studies/{match.group(1)}", status_code=303)
+                    response = RedirectResponse(target, status_code=303)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
