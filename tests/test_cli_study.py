@@ -193,7 +193,16 @@ def test_server_errors_are_one_line_exit_1(default_server, tmp_path):
     invalid = _study("import", sid, str(path), *url, "--chunk-size", "100")
     line = _one_error_line(invalid)
     assert invalid.returncode == 1 and "422" in line and "line 122" in line and "nope" in line
-    assert "100 of 150 rows were committed" in line
+    assert "nothing was posted" in line  # the SDK checks specs of the spaces it knows before posting
+    with default_server.client() as client:
+        assert client.get(f"/studies/{sid}").json()["n_observations"] == 0
+
+    # A conflict inside the file (same spec, two values) names both CSV lines and the CLI's option.
+    twice = _rows(3, seed=8)
+    twice[2] = (twice[0][0], twice[0][1] + 1.0, twice[0][2])
+    _write(path, twice)
+    conflict = _one_error_line(_study("import", sid, str(path), *url))
+    assert "line 4" in conflict and "line 2 has it" in conflict and "--on-conflict replace or keep" in conflict
 
     unknown = _study("import", "no-such-study", str(path), *url)
     assert unknown.returncode == 1 and "404" in _one_error_line(unknown)

@@ -425,3 +425,33 @@ def test_every_spec_cell_reads_back_to_the_exact_spec(spec):
     from colecache_client.csvio import format_spec_cell, parse_spec_cell
 
     assert parse_spec_cell(format_spec_cell(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('spec,value,metadata\n|a|,1,"{""a"": NaN}"\n', "line 2: metadata is not valid JSON (NaN is not a JSON number"),
+        ('spec,value\n"[3, Infinity]",1\n', "line 2: spec starts with '[' but is not valid JSON"),
+        ("spec,value\n|a|,1,extra\n", "line 2: 3 cells, but the header has 2 columns"),
+    ],
+)
+def test_csv_rows_the_server_could_not_take_are_refused_by_line(tmp_path, text, reason):
+    from colecache_client.csvio import read_observations_csv
+
+    path = tmp_path / "obs.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        read_observations_csv(path)
+
+
+def test_observe_misuse_is_a_clear_error_before_any_request():
+    from colecache_client import Client
+
+    def refuse(request):
+        raise AssertionError(f"no request expected, got {request.url}")
+
+    with Client("http://x", transport=httpx.MockTransport(refuse)) as client:
+        with pytest.raises(TypeError, match="wrap a single one in a list"):
+            client.observe("s1", "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+        with pytest.raises(ValueError, match="on_conflict must be one of"):
+            client.observe("s1", [("|a|", 1.0)], on_conflict="overwrite")

@@ -7,13 +7,14 @@ request shapes, chunking and result parsing exist in one place (a sans-IO core).
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from array import array
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import APIError
+from .errors import APIError, ValidationError
 from .types import (
     EmbedItem,
     EmbedResult,
@@ -172,8 +173,23 @@ def _observation(item: Observation | dict | tuple) -> dict[str, Any]:
     return dict(item)
 
 
+ON_CONFLICT = ("reject", "replace", "keep")
+
+
+def _check_rows(rows: Any, on_conflict: str) -> None:
+    """Misuse the server would only answer with a puzzling 422: say it here (TypeError / ValueError)."""
+    if isinstance(rows, (str, bytes, dict, tuple, Observation)):
+        raise TypeError(
+            "observations are a list of (spec, value[, metadata]) tuples, dicts or Observation objects; "
+            "wrap a single one in a list: study.observe([(spec, value)])"
+        )
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
+
+
 def observe(study_id: str, observations: Sequence[Observation | dict | tuple], on_conflict: str) -> Plan:
     """Post observations (chunked under the server's limit; each chunk is its own committed transaction)."""
+    _check_rows(observations, on_conflict)
     limit = yield ChunkLimit()
     payload = [_observation(o) for o in observations]
     totals = {"inserted": 0, "unchanged": 0, "replaced": 0, "kept": 0}
@@ -237,10 +253,18 @@ def import_observations(
     numbers items within the chunk). Re-running is safe: re-posting the same value is a no-op."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    _check_rows(rows, on_conflict)
     payload = [_observation(o) for o in rows]
-    if not payload:  # nothing to post; still say where the study stands (and that it exists)
-        info = yield Call("GET", f"/studies/{study_id}")
+    info = yield Call("GET", f"/studies/{study_id}")  # 404 before anything is sent; its space checks the specs
+    if not payload:  # nothing to post; say where the study stands
         return ObservationsWritten(0, 0, 0, 0, version=info["version"], n_observations=info["n_observations"])
+    invalid = _invalid_specs(info["space"], payload)
+    if invalid:
+        raise ValidationError(
+            422,
+            f"{len(invalid)} row(s) have specs that are not {info['space']} architectures; nothing was posted",
+            invalid,
+        )
     limit = yield ChunkLimit()
     size = min(chunk_size, limit)
     totals = {"inserted": 0, "unchanged": 0, "replaced": 0, "kept": 0}
@@ -261,11 +285,40 @@ def import_observations(
     return ObservationsWritten(**totals, version=last["version"], n_observations=last["n_observations"])
 
 
+def _invalid_specs(space_name: str, payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose spec the study's space (known to this SDK) cannot parse, as per-item errors; nothing for a
+    space only the server knows (a plugin) or for `{"code": ...}` specs, which the server judges."""
+    from .spaces import SpecError, get_space
+
+    try:
+        space = get_space(space_name)
+    except SpecError:
+        return []
+    errors = []
+    for index, row in enumerate(payload):
+        spec = row.get("spec")
+        if isinstance(spec, dict) and "code" in spec:
+            continue
+        try:
+            space.parse(spec)
+        except (SpecError, ValueError, TypeError, KeyError) as exc:
+            errors.append({"field": "spec", "index": index, "reason": str(exc)})
+    return errors
+
+
+_ITEM_OF_POST = re.compile(r"\bitem (\d+) of this post\b")
+
+
 def _locate(exc: APIError, start: int, size: int, total: int) -> None:
-    """Make a chunk's item errors point into the whole import: indices shifted by the chunk's start."""
-    exc.errors = [
-        {**e, "index": e["index"] + start} if isinstance(e, dict) and isinstance(e.get("index"), int) else e
-        for e in exc.errors
-    ]
+    """Make a chunk's item errors point into the whole import: indices (and the "item K of this post" a
+    conflict names) shifted by the chunk's start."""
+
+    def shifted(error: dict[str, Any]) -> dict[str, Any]:
+        out = {**error, "index": error["index"] + start}
+        if isinstance(out.get("reason"), str):
+            out["reason"] = _ITEM_OF_POST.sub(lambda m: f"item {int(m.group(1)) + start} of this import", out["reason"])
+        return out
+
+    exc.errors = [shifted(e) if isinstance(e, dict) and isinstance(e.get("index"), int) else e for e in exc.errors]
     if hasattr(exc, "add_note"):  # Python 3.11+
         exc.add_note(f"in rows {start + 1}-{start + size} of {total}; the {start} row(s) before them are committed")

@@ -42,8 +42,8 @@ def parse_spec_cell(text: str) -> Any:
     Raises ValueError (without a location) when such a cell is not valid JSON."""
     if text.lstrip()[:1] in JSON_STARTS:
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
+            return json.loads(text, parse_constant=_no_constant)
+        except ValueError as exc:
             raise ValueError(f"spec starts with {text.lstrip()[0]!r} but is not valid JSON ({exc})") from None
     return text
 
@@ -55,6 +55,10 @@ def format_spec_cell(spec: Any) -> str:
     if isinstance(spec, str) and spec.lstrip()[:1] not in JSON_STARTS:
         return spec
     return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
 
 
 def iter_observations_csv(
@@ -78,7 +82,7 @@ def iter_observations_csv(
             names = " and ".join(repr(c) for c in missing)
             raise ValueError(
                 f"{name}: line 1: no {names} column in the header (columns: {', '.join(map(repr, header))}); "
-                "name the columns with spec_column / value_column"
+                "name other columns as the spec / value columns (CLI: --spec-column / --value-column)"
             )
         with_metadata = metadata_column is not None and metadata_column in header
         for row in reader:
@@ -86,6 +90,9 @@ def iter_observations_csv(
 
             def bad(reason: str, line: int = line) -> ValueError:
                 return ValueError(f"{name}: line {line}: {reason}")
+
+            if None in row:  # csv.DictReader's key for cells past the header's columns
+                raise bad(f"{len(header) + len(row[None])} cells, but the header has {len(header)} columns")
 
             spec_text = row.get(spec_column)
             if spec_text is None or not spec_text.strip():
@@ -108,8 +115,8 @@ def iter_observations_csv(
                 meta_text = row.get(metadata_column) or ""
                 if meta_text.strip():
                     try:
-                        metadata = json.loads(meta_text)
-                    except json.JSONDecodeError as exc:
+                        metadata = json.loads(meta_text, parse_constant=_no_constant)
+                    except (json.JSONDecodeError, ValueError) as exc:
                         raise bad(f"metadata is not valid JSON ({exc})") from None
                     if not isinstance(metadata, dict):
                         raise bad(f"metadata must be a JSON object, not {type(metadata).__name__} {meta_text!r}")

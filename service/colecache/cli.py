@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -539,6 +540,15 @@ def _server_failed(exc: Exception, client, lines: list[int] | None = None, suffi
             )
             more = f" (and {len(located) - 3} more)" if len(located) > 3 else ""
             message = f"{exc.status_code}: {' '.join((shown + more).split())}"
+            # Conflicts name rows by position in the import and the SDK's option: say lines and the CLI's.
+            message = re.sub(
+                r"\bitem (\d+) of this import\b",
+                lambda m: f"line {lines[int(m.group(1))]}" if int(m.group(1)) < len(lines) else m.group(0),
+                message,
+            )
+            message = message.replace("on_conflict='replace' or 'keep'", "--on-conflict replace or keep")
+            if "nothing was posted" in exc.detail:
+                message += "; nothing was posted"
     typer.echo(f"error: {message}{suffix}", err=True)
     raise typer.Exit(1) from None
 
@@ -556,7 +566,7 @@ def study_report(
     study_id: Annotated[str, typer.Argument(help="The study's id.")],
     url: ServerUrl = None,
     api_key: ApiKey = None,
-    window: Annotated[int, typer.Option(min=3, help="Latest pairs in the 'recent' figures.")] = 50,
+    window: Annotated[int, typer.Option(min=3, max=100_000, help="Latest pairs in the 'recent' figures.")] = 50,
     plots: Annotated[
         Path | None,
         typer.Option(help="Also write the plots (best so far, tau over time, ...) here: .svg, .png or .pdf."),
@@ -643,8 +653,10 @@ def study_import(
 ) -> None:
     """Add observations from a CSV file (an export imports back unchanged; importing twice changes nothing).
 
-    A spec cell starting with '[' or '{' is read as JSON, any other text is the spec itself. The file is
-    checked before anything is sent: a bad row is one `error:` line naming it, exit 2."""
+    A spec cell starting with '[', '{' or '"' is read as JSON, any other text is the spec itself. The file
+    and the specs of a space this client knows are checked before anything is sent: a bad row is one
+    `error:` line naming it. What only the server can refuse (a conflict, a plugin space's spec) stops
+    the import at that chunk; the chunks before it stay committed, and re-running is safe."""
     from colecache_client import ColecacheError
     from colecache_client.csvio import iter_observations_csv
     from tqdm import tqdm
