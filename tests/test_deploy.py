@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from colecache.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,11 @@ def test_compose_file_validates_for_both_profiles(tmp_path):
     assert {"api", "api-cpu", "migrate", "redis", "postgres", "gateway"} <= set(services)
     rendered = subprocess.run([*base, "config"], capture_output=True, text=True).stdout
     assert "driver: nvidia" in rendered and "allkeys-lru" in rendered and "service_completed_successfully" in rendered
+    # GPU: one api container with every GPU and a replica per device (compose cannot give replicas different GPUs).
+    api = yaml.safe_load(rendered)["services"]["api"]
+    (gpus,) = api["deploy"]["resources"]["reservations"]["devices"]
+    assert gpus["count"] == "all" and api["environment"]["COLECACHE_DEVICE"] == "cuda:all"
+    assert api["environment"]["COLECACHE_DATABASE_URL"].startswith("postgresql://")  # the shared settings stay
     # Secrets must come from .env, never defaults in the file.
     env.write_text("COMPOSE_PROFILES=cpu\n")
     missing = subprocess.run([*base, "config", "-q"], capture_output=True, text=True)
