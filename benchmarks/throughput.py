@@ -89,6 +89,30 @@ def raw_throughput(texts: list[str], batch_size: int = 32, max_length: int = 512
     return len(texts) / (time.perf_counter() - started)
 
 
+def raw_onnx_throughput(texts: list[str], workdir: Path, quantize: str = "none", batch_size: int = 32) -> float:
+    """Our exported ONNX model in a bare onnxruntime session (the same file COLECACHE_BACKEND=onnx runs):
+    length-sorted batches, padded forward, masked mean of the last layer. Cells per second."""
+    from colecache.embedding.onnx import OUTPUT, OnnxBackend
+    from colecache.settings import Settings
+
+    (backend,) = OnnxBackend.load_replicas(
+        Settings(backend="onnx", onnx_quantize=quantize, data_dir=workdir / "onnx-export", device="cpu")
+    )
+    tokenizer, session = backend.tokenizer, backend.session
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        batch = [texts[i] for i in order[start : start + batch_size]]
+        enc = tokenizer(batch, padding=True, truncation=True, max_length=512, return_tensors="np")
+        feeds = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "position_ids" in backend.inputs:
+            feeds["position_ids"] = np.maximum(enc["attention_mask"].cumsum(1) - 1, 0)
+        hidden = session.run([OUTPUT], feeds)[0][-1]
+        mask = enc["attention_mask"][..., None].astype(np.float32)
+        _ = (hidden * mask).sum(1) / mask.sum(1)
+    return len(texts) / (time.perf_counter() - started)
+
+
 @lru_cache(maxsize=1)
 def _tokenizer():
     from transformers import AutoTokenizer
@@ -184,7 +208,7 @@ def infinity_model_dir(workdir: Path) -> Path:
     return target
 
 
-def start_infinity(workdir: Path) -> Server:
+def start_infinity(workdir: Path, engine: str = "torch") -> Server:
     port = free_port()
     log_path = workdir / f"infinity-{port}.log"
     model = infinity_model_dir(workdir)
@@ -199,7 +223,7 @@ def start_infinity(workdir: Path) -> Server:
             "--port",
             str(port),
             "--engine",
-            "torch",
+            engine,
             "--device",
             "cpu",
             "--batch-size",
@@ -213,7 +237,7 @@ def start_infinity(workdir: Path) -> Server:
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(url + "/health", proc, log_path)
-    return Server("infinity", url, proc, log_path)
+    return Server(f"infinity-{engine}", url, proc, log_path)
 
 
 # --- load generation ----------------------------------------------------------------------------
@@ -272,7 +296,13 @@ def main(
     quick: Annotated[bool, typer.Option(help="Small sizes (harness check).")] = False,
     infinity: Annotated[bool, typer.Option(help="Include infinity-emb (needs $INFINITY_BIN).")] = True,
     precompute: Annotated[bool, typer.Option(help="Include the whole-space precompute (about 10 min).")] = True,
+    only_backends: Annotated[
+        bool, typer.Option(help="Run only part e (backends and engines) and update its section of --out.")
+    ] = False,
 ) -> None:
+    if only_backends:
+        backends(out, cells)
+        return
     if quick:
         cells, precompute = 96, False
     started_all = time.perf_counter()
@@ -440,6 +470,136 @@ def main(
             f"{rate / raw_all:.2f}x raw (target >= 0.95x)",
         )
     write_report(out, report, time.perf_counter() - started_all, quick)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+BACKENDS_BEGIN = "<!-- part e: backends (throughput.py --only-backends) -->"
+BACKENDS_END = "<!-- end of part e -->"
+
+
+def cold_rate(url: str, specs: list, clients: int, path: str = "/embed", infinity: bool = False) -> float:
+    """Cells per second for `specs` sent by `clients` concurrent clients in requests of 1..64."""
+    if infinity:
+        bodies = [{"model": "minilm", "input": specs[a:b]} for a, b in plan_requests(len(specs), clients)]
+    else:
+        bodies = [{"specs": specs[a:b], "encoding": "base64"} for a, b in plan_requests(len(specs), clients)]
+    return len(specs) / asyncio.run(drive(url, path, bodies, clients))
+
+
+def backends(out: Path, cells: int) -> None:
+    """Part e: the same uncached NB201 cells at 32 clients through colecache on torch, ONNX and ONNX int8, and
+    through infinity-emb's torch and optimum (ONNX) engines, each against its raw forward; plus one ONNX
+    server with two CPU replicas of one thread each against one replica with two threads."""
+    import torch
+
+    started_all = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="colecache-backends-"))
+    all_cells = list(SPACE.all_cells())
+    random.Random(1).shuffle(all_cells)
+    chosen = all_cells[:cells]
+    texts = [render(ArchSpec("nb201", c), RenderOptions()).code for c in chosen]
+    specs = [c.to_string() for c in chosen]
+    clients = 32
+    rows: list[tuple[str, str, str]] = []
+
+    def add(what: str, value: float, against: str = "") -> None:
+        rows.append((what, f"{value:.1f} cells/s", against))
+        log(f"e | {what} | {value:.1f} | {against}")
+
+    raw_torch = raw_throughput(texts)
+    add("raw transformers forward (torch), batch 32", raw_torch)
+    raw_onnx = raw_onnx_throughput(texts, workdir)
+    add("raw ONNX Runtime forward of our export, batch 32", raw_onnx, f"{raw_onnx / raw_torch:.2f}x raw torch")
+    raw_int8 = raw_onnx_throughput(texts, workdir, "int8")
+    add("raw ONNX Runtime forward, int8 weights, batch 32", raw_int8, f"{raw_int8 / raw_torch:.2f}x raw torch")
+
+    rates: dict[str, float] = {}
+    configs = {
+        "torch": {},
+        "onnx": {"COLECACHE_BACKEND": "onnx"},
+        "onnx-int8": {"COLECACHE_BACKEND": "onnx", "COLECACHE_ONNX_QUANTIZE": "int8"},
+        "onnx, cpu,cpu x 1 thread": {
+            "COLECACHE_BACKEND": "onnx",
+            "COLECACHE_DEVICE": "cpu,cpu",
+            "COLECACHE_TORCH_THREADS": "1",
+        },
+        "onnx, cpu x 2 threads": {"COLECACHE_BACKEND": "onnx", "COLECACHE_TORCH_THREADS": "2"},
+    }
+    for name, env in configs.items():
+        folder = workdir / name.replace(" ", "_").replace(",", "")
+        folder.mkdir()
+        if env.get("COLECACHE_BACKEND") == "onnx":  # reuse the export: the run measures serving, not exporting
+            shutil.copytree(workdir / "onnx-export" / "onnx", folder / "data" / "onnx", dirs_exist_ok=True)
+        server = start_colecache(folder, **env)
+        try:
+            rates[name] = cold_rate(server.url, specs, clients)
+        finally:
+            server.stop()
+    raw_of = {"torch": raw_torch, "onnx": raw_onnx, "onnx-int8": raw_int8}
+    for name in ("torch", "onnx", "onnx-int8"):
+        add(
+            f"colecache /embed, backend {name}, {clients} clients, cold",
+            rates[name],
+            f"{rates[name] / raw_of[name]:.2f}x its raw forward",
+        )
+
+    engines: dict[str, float] = {}
+    if INFINITY.exists():
+        for engine in ("torch", "optimum"):
+            try:
+                inf = start_infinity(workdir, engine)
+            except RuntimeError as exc:
+                log(f"infinity {engine}: {exc}")
+                continue
+            try:
+                engines[engine] = cold_rate(inf.url, texts, clients, "/embeddings", infinity=True)
+                add(f"infinity-emb /embeddings, engine {engine}, {clients} clients", engines[engine])
+            finally:
+                inf.stop()
+    targets = []
+    if "torch" in engines:
+        targets.append(f"ONNX backend vs infinity torch: {rates['onnx'] / engines['torch']:.2f}x (target >= 1.5x)")
+    if "optimum" in engines:
+        targets.append(f"ONNX backend vs infinity optimum: {rates['onnx'] / engines['optimum']:.2f}x (target >= 1.0x)")
+    targets.append(f"ONNX backend vs our raw ONNX forward: {rates['onnx'] / raw_onnx:.2f}x (target >= 0.95x)")
+    two, one = rates["onnx, cpu,cpu x 1 thread"], rates["onnx, cpu x 2 threads"]
+    add(
+        "colecache ONNX, two CPU replicas (cpu,cpu) x 1 thread, 32 clients",
+        two,
+        f"{two / one:.2f}x one replica x 2 threads",
+    )
+    add("colecache ONNX, one CPU replica x 2 threads, 32 clients", one)
+
+    section = [
+        BACKENDS_BEGIN,
+        "",
+        "## e. Backends and engines (ONNX Runtime, infinity-emb's torch and optimum engines)",
+        "",
+        "Command: `python benchmarks/throughput.py --only-backends`  ",
+        f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU, torch {torch.__version__}, "
+        f"Python {platform.python_version()}  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"wall time {(time.perf_counter() - started_all) / 60:.1f} min  ",
+        f"The same {cells} uncached NB201 cells (exclude_helper/none code, all-MiniLM-L6-v2, max_length 512, mean "
+        f"pooling) for every row; each server starts on an empty cache; {clients} clients send requests of 1..64.",
+        "",
+        "| measurement | value | against |",
+        "|---|---|---|",
+        *[f"| {w} | {v} | {a} |" for w, v, a in rows],
+        "",
+        *[f"- {t}" for t in targets],
+        "",
+        BACKENDS_END,
+    ]
+    text = out.read_text() if out.exists() else ""
+    if BACKENDS_BEGIN in text:
+        head, _, rest = text.partition(BACKENDS_BEGIN)
+        tail = rest.partition(BACKENDS_END)[2]
+        text = head.rstrip() + "\n\n" + "\n".join(section) + tail
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(section) + "\n"
+    out.write_text(text)
+    log(f"wrote part e into {out}")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

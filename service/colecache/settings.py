@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     model_revision: str | None = Field(
         None, description="Hub revision to load; also the model's identity in cache keys (else a weights hash is used)."
     )
+    backend: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="What runs the forward: `torch`, or `onnx` (ONNX Runtime on CPU; the model is exported once "
+        "into the data dir; its vectors are keyed apart from torch's).",
+    )
+    onnx_quantize: Literal["none", "int8"] = Field(
+        "none", description="With the ONNX backend: `int8` quantises the weights dynamically (faster, vectors differ)."
+    )
     device: str = Field(
         "auto",
         description="`auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1`, ...; or several, one model "

@@ -388,6 +388,7 @@ class ModelInfo(BaseModel):
     num_hidden_states: int
     max_positions: int
     min_length: int = Field(..., description="The smallest `max_length`: the special tokens + 1.")
+    backend: str = Field("torch", description="What runs the forward: torch, onnx or onnx-int8 (in the fingerprint)")
     device: str = Field(description="The first replica's device")
     devices: list[DeviceInfo] = Field(default_factory=list, description="One model replica per device")
 

@@ -257,8 +257,15 @@ class TransformerBackend:
     """A frozen transformers AutoModel plus its tokenizer."""
 
     def __init__(self, tokenizer, model, identity: ModelIdentity, device: torch.device):
-        self.tokenizer = tokenizer
         self.model = model
+        self._setup(tokenizer, identity, device)
+        # Positions must come from the mask, or a left-padded row would see shifted positions and
+        # its vector would depend on how long the other rows of its batch are.
+        self.takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+
+    def _setup(self, tokenizer, identity: ModelIdentity, device: torch.device) -> None:
+        """What every backend shares: the tokenizer's template, padding side and pad id (see `tokenize`)."""
+        self.tokenizer = tokenizer
         self.identity = identity
         self.device = device
         self.stats = BackendStats()
@@ -280,9 +287,6 @@ class TransformerBackend:
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.left_padding = getattr(tokenizer, "padding_side", "right") == "left"
-        # Positions must come from the mask, or a left-padded row would see shifted positions and
-        # its vector would depend on how long the other rows of its batch are.
-        self.takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
         # We enforce limits ourselves; stop the tokenizer warning about long inputs.
         tokenizer.model_max_length = int(1e9)
 
@@ -298,6 +302,10 @@ class TransformerBackend:
         The weights are read once; with several devices they are loaded on the CPU and copied to
         each device in parallel threads (each replica's tokenizer is shared: tokenizing happens on
         the request path, not in the replicas' forwards)."""
+        if settings.backend == "onnx" and cls is TransformerBackend:
+            from .onnx import OnnxBackend
+
+            return OnnxBackend.load_replicas(settings)
         devices = resolve_devices(settings.device)
         if len(devices) == 1:
             return [cls._load(settings, devices[0])]
@@ -347,7 +355,9 @@ class TransformerBackend:
         return cls(tokenizer, model, identity, device)
 
     @staticmethod
-    def _identity(name: str, revision: str, model, tokenizer, dtype: torch.dtype) -> ModelIdentity:
+    def _identity(
+        name: str, revision: str, model, tokenizer, dtype: torch.dtype, backend: str = "torch"
+    ) -> ModelIdentity:
         config = model.config
         limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
         sane = [int(v) for v in limits if isinstance(v, int) and 0 < v < 1_000_000]
@@ -359,6 +369,7 @@ class TransformerBackend:
             max_positions=min(sane) if sane else 4096,
             dim=int(config.hidden_size),
             num_special_tokens=int(tokenizer.num_special_tokens_to_add(pair=False)),
+            backend=backend,
         )
 
     # --- tokenization ----------------------------------------------------------------------
@@ -465,8 +476,8 @@ class TransformerBackend:
         last = self.identity.num_hidden_states - 1
         return any(pooling == "mean_all_layers" or layer != last for pooling, layer in readouts)
 
-    def _forward(self, tokens: Sequence[Tokens], need_all: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """Pad, run the model once; returns (hidden states, mask). Without need_all only the last state."""
+    def _padded(self, tokens: Sequence[Tokens]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input ids, attention mask), int64 (n, longest), padded on the tokenizer's side."""
         width = max(t.n_tokens for t in tokens)
         if width > self.identity.max_positions:
             # The model would index past its position table (an IndexError, or silent garbage on GPU).
@@ -478,6 +489,12 @@ class TransformerBackend:
             span = slice(width - len(ids), width) if self.left_padding else slice(0, len(ids))
             input_ids[row, span] = ids
             mask[row, span] = 1
+        return input_ids, mask
+
+    def _forward(self, tokens: Sequence[Tokens], need_all: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Pad, run the model once; returns (hidden states, mask). Without need_all only the last state."""
+        input_ids, mask = self._padded(tokens)
+        width = input_ids.shape[1]
         input_ids = input_ids.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
         kwargs = {"use_cache": False} if getattr(self.model.config, "use_cache", False) else {}

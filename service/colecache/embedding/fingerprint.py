@@ -25,6 +25,7 @@ class ModelIdentity:
     max_positions: int  # the longest input the model accepts
     dim: int
     num_special_tokens: int = 0  # tokens the tokenizer adds around every text ([CLS] .. [SEP], BOS, ...)
+    backend: str = "torch"  # what runs the forward: torch, onnx, onnx-int8 (vectors differ between them)
 
     @property
     def min_length(self) -> int:
@@ -41,6 +42,7 @@ class Fingerprint:
     max_length: int
     dtype: str
     normalize: bool
+    backend: str = "torch"  # not hashed when "torch", so ids from before this field existed stay valid
 
     @property
     def id(self) -> str:
@@ -53,7 +55,10 @@ class Fingerprint:
 
 @lru_cache(maxsize=1024)
 def _fields(fingerprint: Fingerprint) -> dict:
-    return asdict(fingerprint)
+    fields = asdict(fingerprint)
+    if fields["backend"] == "torch":
+        del fields["backend"]
+    return fields
 
 
 @lru_cache(maxsize=1024)
@@ -102,5 +107,6 @@ def resolve(identity: ModelIdentity, defaults: EmbedOptions, options: EmbedOptio
         max_length=max_length,
         dtype=identity.dtype,
         normalize=normalize,
+        backend=identity.backend,
     )
     return Readout(fingerprint, options.reject_truncated)

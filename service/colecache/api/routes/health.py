@@ -207,6 +207,7 @@ async def info(request: Request, services: Services = Depends(get_services)):
                 "num_hidden_states": identity.num_hidden_states,
                 "max_positions": identity.max_positions,
                 "min_length": identity.min_length,  # the smallest max_length: special tokens + 1
+                "backend": identity.backend,
                 "device": str(services.backend.device),
                 "devices": []
                 if services.queue is None
