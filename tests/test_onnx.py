@@ -99,7 +99,8 @@ def test_onnx_refuses_a_gpu_or_half_precision(tiny_bert_dir, tmp_path):
 @pytest.mark.integration
 def test_server_on_onnx_with_two_sessions(server_factory):
     server = server_factory(COLECACHE_BACKEND="onnx", COLECACHE_DEVICE="cpu,cpu", COLECACHE_TORCH_THREADS="1")
-    cells = [c.to_string() for c in SPACE.dedupe(SPACE.sample(random.Random(3)) for _ in range(40))[:20]]
+    rng = random.Random(3)
+    cells = [c.to_string() for c in SPACE.dedupe(SPACE.sample(rng) for _ in range(40))[:20]]
     with server.client() as client:
         body = client.post("/embed", json={"specs": cells, "encoding": "float"}).json()
         assert body["fingerprint"]["backend"] == "onnx" and len(body["items"]) == 20
