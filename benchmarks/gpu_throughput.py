@@ -103,6 +103,12 @@ def raw_throughput(model_dir: str, texts: list[str], device: str, dtype: str, po
     return len(texts) / (time.perf_counter() - started)
 
 
+def server_devices(url: str) -> list[dict]:
+    import httpx
+
+    return httpx.get(url + "/info", timeout=30).json()["model"]["devices"]
+
+
 @app.command()
 def main(
     out: Annotated[Path, typer.Option(help="Markdown table to write.")] = ROOT / "benchmarks/results/gpu_throughput.md",
@@ -110,11 +116,20 @@ def main(
     dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
     cells: Annotated[int, typer.Option(help="Cold cells per measurement.")] = 2000,
     tiny: Annotated[bool, typer.Option(help="Tiny decoder and few cells (harness check).")] = False,
+    multi: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve with several replicas, e.g. cuda:all (the default on a box with >1 GPU) or cpu,cpu "
+            "(harness check); 32 clients, against one replica."
+        ),
+    ] = None,
 ) -> None:
     import torch
 
     if tiny:
         cells = min(cells, 64)
+    if multi is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
+        multi = "cuda:all"
     if device == "cpu" and dtype != "float32":
         dtype = "float32"  # the server refuses half precision on CPU
     started_all = time.perf_counter()
@@ -159,6 +174,32 @@ def main(
                     log(f"{name}: colecache {clients} clients {rate:.1f} texts/s")
             finally:
                 server.stop()
+            if multi:
+                single = next(float(r[2]) for r in rows if r[0] == name and "32 clients" in r[1])
+                server = start_colecache(
+                    workdir,
+                    COLECACHE_MODEL=path,
+                    COLECACHE_DEVICE=multi,
+                    COLECACHE_DTYPE=dtype,
+                    COLECACHE_POOLING=pooling,
+                    COLECACHE_DATA_DIR=str(workdir / f"data-{m}-multi"),
+                )
+                try:
+                    subset = [c.to_string() for c in all_cells[(3 * m + 1) * cells : (3 * m + 2) * cells]]
+                    bodies = [{"specs": subset[a:b], "encoding": "base64"} for a, b in plan_requests(len(subset), 0)]
+                    rate = len(subset) / asyncio.run(drive(server.url, "/embed", bodies, 32))
+                    replicas = len(server_devices(server.url))
+                    rows.append(
+                        (
+                            name,
+                            f"colecache /embed, 32 clients, {replicas} replicas ({multi}), cold",
+                            f"{rate:.1f}",
+                            f"{rate / raw:.2f}x raw, {rate / single:.2f}x one replica",
+                        )
+                    )
+                    log(f"{name}: colecache {multi} {rate:.1f} texts/s")
+                finally:
+                    server.stop()
     finally:
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
         lines = [

@@ -92,7 +92,7 @@ def raw_throughput(texts: list[str], batch_size: int = 32, max_length: int = 512
 def raw_onnx_throughput(texts: list[str], workdir: Path, quantize: str = "none", batch_size: int = 32) -> float:
     """Our exported ONNX model in a bare onnxruntime session (the same file COLECACHE_BACKEND=onnx runs):
     length-sorted batches, padded forward, masked mean of the last layer. Cells per second."""
-    from colecache.embedding.onnx import OUTPUT, OnnxBackend
+    from colecache.embedding.onnx import OnnxBackend, output_name
     from colecache.settings import Settings
 
     (backend,) = OnnxBackend.load_replicas(
@@ -107,7 +107,7 @@ def raw_onnx_throughput(texts: list[str], workdir: Path, quantize: str = "none",
         feeds = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "position_ids" in backend.inputs:
             feeds["position_ids"] = np.maximum(enc["attention_mask"].cumsum(1) - 1, 0)
-        hidden = session.run([OUTPUT], feeds)[0][-1]
+        hidden = session.run([output_name(backend.identity.num_hidden_states - 1)], feeds)[0]
         mask = enc["attention_mask"][..., None].astype(np.float32)
         _ = (hidden * mask).sum(1) / mask.sum(1)
     return len(texts) / (time.perf_counter() - started)
@@ -208,16 +208,48 @@ def infinity_model_dir(workdir: Path) -> Path:
     return target
 
 
+def onnx_model_dir(workdir: Path, model: Path) -> Path:
+    """A copy of the model folder with `model.onnx` exported by optimum-cli (from infinity-emb's venv)."""
+    target = workdir / "minilm-512-onnx"
+    if not (target / "model.onnx").exists():
+        shutil.copytree(model, target, dirs_exist_ok=True)
+        log("exporting the model with optimum-cli for infinity's optimum engine")
+        exported = workdir / "optimum-export"
+        subprocess.run(
+            [
+                str(INFINITY.parent / "optimum-cli"),
+                "export",
+                "onnx",
+                "--model",
+                str(model),
+                "--task",
+                "feature-extraction",
+                "--library-name",
+                "transformers",
+                str(exported),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        shutil.copy(exported / "model.onnx", target / "model.onnx")
+    return target
+
+
 def start_infinity(workdir: Path, engine: str = "torch") -> Server:
     port = free_port()
     log_path = workdir / f"infinity-{port}.log"
     model = infinity_model_dir(workdir)
+    if engine == "optimum":
+        # infinity's optimum engine loads `model.onnx` (outputs `last_hidden_state`) from the model folder:
+        # export it with the optimum that infinity-emb installed beside it. Run from inside the folder
+        # (`--model-id .`): given an absolute folder, this infinity/optimum pair fails to find the file.
+        model = onnx_model_dir(workdir, model)
     proc = subprocess.Popen(
         [
             str(INFINITY),
             "v2",
             "--model-id",
-            str(model),
+            "." if engine == "optimum" else str(model),
             "--served-model-name",
             "minilm",
             "--port",
@@ -234,6 +266,7 @@ def start_infinity(workdir: Path, engine: str = "torch") -> Server:
         env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
         stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,
+        cwd=model,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(url + "/health", proc, log_path)
