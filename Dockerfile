@@ -31,7 +31,7 @@ COPY client/ client/
 COPY pyproject.toml README.md alembic.ini ./
 COPY service/ service/
 COPY migrations/ migrations/
-RUN pip install ./client . \
+RUN pip install ./client ".[onnx]" \
  && python -c "import colecache, colecache_client, torch; print('torch', torch.__version__)"
 
 # --- optional: download a hub model into the image --------------------------------------------

@@ -163,3 +163,11 @@ def test_server_with_two_cpu_replicas_serves_the_same_vectors(server_factory, de
     for a, b in zip(mine, response["items"]):
         assert a["key"] == b["key"]
         np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-5)
+
+
+def test_device_names_that_cannot_run_a_model_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="not meta"):
+        resolve_devices("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is visible"):
+            resolve_devices("cuda")  # not torch's bare AssertionError from deep inside the load

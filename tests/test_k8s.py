@@ -67,6 +67,8 @@ def test_api_deployment_keeps_its_promises(rendered, overlay):
     (api,) = pod["containers"]
     assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert api["livenessProbe"]["httpGet"]["path"] == "/health"
+    # Startup waits for /ready (model loaded, schema migrated): a load that fails is retried by a restart.
+    assert api["startupProbe"]["httpGet"]["path"] == "/ready"
     # Drain: preStop sleep + the server's graceful shutdown must fit in the grace period.
     config = _one(objects, "ConfigMap", "colecache-config")["data"]
     pre_stop = int(api["lifecycle"]["preStop"]["exec"]["command"][-1])
@@ -119,7 +121,8 @@ def test_dev_overlay_runs_its_own_stores_with_generated_secrets(rendered):
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert refs == {secret["metadata"]["name"]}  # the hashed name is wired everywhere
     assert _one(objects, "StatefulSet", "postgres") and _one(objects, "Deployment", "redis")
-    assert {o["metadata"]["namespace"] for o in objects} == {"colecache-dev"}
+    assert {o["metadata"].get("namespace", o["metadata"]["name"]) for o in objects} == {"colecache-dev"}
+    assert _one(objects, "Namespace", "colecache-dev")  # `kubectl apply` needs it first
     assert "deploy/k8s/overlays/dev/secrets.env" in (REPO / ".gitignore").read_text().split()  # never committed
 
 

@@ -60,15 +60,15 @@ def test_metrics_can_be_opened_explicitly(server_factory):
 
 @pytest.mark.parametrize("metrics_auth", [True, False])
 def test_the_document_says_which_routes_need_a_key(metrics_auth):
-    """With keys set, every operation but /health (and /metrics when opened) declares the bearer scheme and its
-    401; without keys, none does."""
+    """With keys set, every operation but /health and /ready (and /metrics when opened) declares the bearer
+    scheme and its 401; without keys, none does."""
     keyed = create_app(Settings(_env_file=None, api_keys=KEY, metrics_auth=metrics_auth)).openapi()
     assert keyed["components"]["securitySchemes"]["apiKey"] == {
         "type": "http",
         "scheme": "bearer",
         "description": "One of COLECACHE_API_KEYS (or COLECACHE_API_KEYS_FILE).",
     }
-    open_paths = {"/health"} | (set() if metrics_auth else {"/metrics"})
+    open_paths = {"/health", "/ready"} | (set() if metrics_auth else {"/metrics"})
     for path, operations in keyed["paths"].items():
         for operation in operations.values():
             guarded = "401" in operation["responses"] and operation.get("security") == [{"apiKey": []}]
@@ -76,3 +76,69 @@ def test_the_document_says_which_routes_need_a_key(metrics_auth):
     public = create_app(Settings(_env_file=None)).openapi()
     assert "securitySchemes" not in public.get("components", {})
     assert not any("401" in op["responses"] for ops in public["paths"].values() for op in ops.values())
+
+
+def test_probes_need_no_key_and_ready_waits_for_the_schema(tmp_path):
+    """Compose healthchecks and Kubernetes probes send no key: /ready answers them; and a replica that starts on
+    a database not migrated to its schema stays out of rotation until `colecache migrate` has run."""
+    import subprocess
+    import sys
+
+    from conftest import ServerProcess
+
+    data = tmp_path / "fresh"
+    server = ServerProcess(
+        {
+            "COLECACHE_API_KEYS": KEY,
+            "COLECACHE_MIGRATE_ON_START": "false",
+            "COLECACHE_DATA_DIR": str(data),
+            "COLECACHE_LOG_LEVEL": "warning",
+        },
+        tmp_path / "server.log",
+    )
+    server.proc = subprocess.Popen(
+        [sys.executable, "-m", "colecache.cli", "serve"],
+        env=server.env,
+        stdout=server.log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _schema_gate(server, data)
+    finally:
+        server.stop()
+
+
+def _schema_gate(server, data) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while True:  # the model loads first ("model is loading"), then the schema is checked
+        assert time.monotonic() < deadline, server.log_path.read_text()[-3000:]
+        try:
+            ready = httpx.get(server.url + "/ready", timeout=5)
+        except httpx.HTTPError:
+            time.sleep(0.3)
+            continue
+        if "loading" not in ready.text:
+            break
+        time.sleep(0.3)
+    assert ready.status_code == 503 and "not migrated" in ready.json()["detail"] and "colecache migrate" in ready.text
+    assert httpx.get(server.url + "/info", timeout=10).status_code == 401  # everything else still needs a key
+    migrated = subprocess.run(
+        [sys.executable, "-m", "colecache.cli", "migrate"],
+        env={**os.environ, "COLECACHE_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    ready = httpx.get(server.url + "/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    health = subprocess.run(
+        [sys.executable, "-m", "colecache.cli", "healthcheck", "--ready", "--url", server.url], capture_output=True
+    )
+    assert health.returncode == 0

@@ -83,6 +83,10 @@ def test_backend_and_quantisation_key_vectors_apart(tiny_bert_dir, tmp_path):
     ids = {resolve(b.identity, EmbedOptions(), EmbedOptions()).fingerprint.id for b in (plain, onnx, int8)}
     assert len(ids) == 3
     assert int8.identity.backend == "onnx-int8"
+    from colecache.embedding.onnx import export_key
+
+    kept = {p.name for p in (tmp_path / "onnx" / export_key(int8.identity, "int8")).iterdir()}
+    assert kept == {"model.onnx", "inputs.json"}  # the float32 graph it was quantised from is gone
     items = _items(plain, _codes(6), 256, "mean", -1)
     assert _cosines(plain.embed(items), int8.embed(items)).min() > 0.9  # close, but not the same vectors
 

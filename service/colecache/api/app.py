@@ -162,7 +162,7 @@ def openapi_document(app: FastAPI, settings: Settings) -> dict:
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
     if settings.api_key_list():
-        open_paths = {"/health"} | (set() if settings.metrics_auth else {"/metrics"})
+        open_paths = {"/health", "/ready"} | (set() if settings.metrics_auth else {"/metrics"})
         components = document.setdefault("components", {})
         components.setdefault("securitySchemes", {})["apiKey"] = {
             "type": "http",

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/ui/login"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/ui/login"})  # probes (compose, Kubernetes) send no key
 UI_PREFIX = "/ui"
 KEY_COOKIE = "colecache_key"
 

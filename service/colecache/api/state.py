@@ -40,6 +40,7 @@ class Services:
     startup_error: str | None = None
     loader: asyncio.Task | None = field(default=None, repr=False)
     stopping: bool = False  # the server was told to stop (SIGTERM / SIGINT)
+    schema_ok: bool = False  # the database was found migrated to this code's head (see /ready)
 
     @property
     def ready(self) -> bool:
@@ -179,10 +180,11 @@ async def load_model(services: Services, backend: TransformerBackend | None = No
         )
         services.pipeline = pipeline
         log.info(
-            "ready: %s (%s, dim %d) on %s",
+            "ready: %s (%s, dim %d), backend %s, on %s",
             backend.identity.model,
             backend.identity.revision,
             backend.identity.dim,
+            backend.identity.backend,
             ", ".join(r.name for r in replicas),
         )
     except Exception as exc:  # keep the process up so /ready can say why

@@ -87,6 +87,15 @@ class SqlTier:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
+    def schema_revision(self) -> str | None:
+        """The alembic revision the database is at (None: never migrated)."""
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except Exception:  # no alembic_version table: an empty, unmigrated database
+                conn.rollback()
+                return None
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text("SELECT COUNT(*) FROM embeddings")).scalar())

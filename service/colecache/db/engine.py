@@ -58,6 +58,13 @@ def dialect_insert(dialect: str, table: Table):
     raise NotImplementedError(f"colecache stores in SQLite and PostgreSQL, not {dialect}")
 
 
+def head_revision() -> str:
+    """The newest migration this code ships (what `colecache migrate` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def alembic_config(url: str):
     """An alembic Config pointing at the migrations shipped inside the package."""
     from alembic.config import Config

@@ -168,7 +168,19 @@ def resolve_devices(text: str) -> list[torch.device]:
         return [torch.device("cuda", index) for index in range(count)]
     if not names:
         raise ValueError("COLECACHE_DEVICE is empty")
-    devices = [resolve_device(name) for name in names]
+    kinds = {resolve_device(name).type for name in names}
+    if len(kinds) > 1:
+        raise ValueError(f"COLECACHE_DEVICE mixes device types ({', '.join(sorted(kinds))}); use one type")
+    devices = []
+    for name in names:
+        device = resolve_device(name)
+        if device.type not in ("cpu", "cuda", "mps", "xpu"):
+            raise ValueError(f"COLECACHE_DEVICE {name!r}: a model runs on cpu, cuda, mps or xpu, not {device.type}")
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"COLECACHE_DEVICE={text} but no CUDA device is visible (or torch has no CUDA)")
+            device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        devices.append(device)
     kinds = {device.type for device in devices}
     if len(kinds) > 1:
         raise ValueError(f"COLECACHE_DEVICE mixes device types ({', '.join(sorted(kinds))}); use one type")
@@ -306,20 +318,28 @@ class TransformerBackend:
             from .onnx import OnnxBackend
 
             return OnnxBackend.load_replicas(settings)
+        if settings.onnx_quantize != "none":
+            log.warning(
+                "COLECACHE_ONNX_QUANTIZE=%s is ignored: it applies to COLECACHE_BACKEND=onnx", settings.onnx_quantize
+            )
         devices = resolve_devices(settings.device)
         if len(devices) == 1:
             return [cls._load(settings, devices[0])]
         staging = cls._load(settings, torch.device("cpu"), dtype_for=devices[0])
 
-        def place(device: torch.device, model) -> TransformerBackend:
+        def place(position: int, device: torch.device, model) -> TransformerBackend:
             started = time.perf_counter()
             placed = model.to(device).eval()
-            log.info("replica on %s ready in %.1fs", device, time.perf_counter() - started)
+            log.info(
+                "replica %s ready in %.1fs",
+                device_name(device, position, devices),
+                time.perf_counter() - started,
+            )
             return cls(staging.tokenizer, placed, staging.identity, device)
 
         copies = [copy.deepcopy(staging.model) for _ in devices[1:]] + [staging.model]
         with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="colecache-replica") as pool:
-            return list(pool.map(place, devices, copies))
+            return list(pool.map(place, range(len(devices)), devices, copies))
 
     @classmethod
     def _load(cls, settings: Settings, device: torch.device, dtype_for: torch.device | None = None):

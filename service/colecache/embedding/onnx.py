@@ -12,14 +12,17 @@ every fingerprint, so these vectors never mix with torch's in the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,6 +89,7 @@ def export(model, folder: Path, quantize: str, num_hidden_states: int) -> Path:
     processes exporting at once both end with the one that was renamed first."""
     target = folder / "model.onnx"
     if target.exists():
+        log.info("reusing the ONNX export in %s", folder)
         return target
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -96,21 +100,16 @@ def export(model, folder: Path, quantize: str, num_hidden_states: int) -> Path:
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")
         batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
-        torch.onnx.export(
-            _AllHiddenStates(model, inputs).eval(),
-            tuple(_example(inputs)[name] for name in inputs),
-            str(scratch / "model.fp32.onnx"),
-            input_names=inputs,
-            output_names=[output_name(i) for i in range(num_hidden_states)],
-            dynamic_shapes={"tensors": tuple({0: batch, 1: tokens} for _ in inputs)},
-            dynamo=True,
-            external_data=True,
-        )
+        with _quiet_exporters():
+            _export_graph(model, inputs, scratch, num_hidden_states, batch, tokens)
         final = scratch / "model.fp32.onnx"
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(final), str(scratch / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            with _quiet_exporters():
+                quantize_dynamic(str(final), str(scratch / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            for leftover in scratch.glob("model.fp32.onnx*"):  # the float32 graph and its weights file
+                leftover.unlink()
             final = scratch / "model.int8.onnx"
         os.replace(final, scratch / "model.onnx")
         (scratch / "inputs.json").write_text(json.dumps(inputs))
@@ -123,6 +122,36 @@ def export(model, folder: Path, quantize: str, num_hidden_states: int) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def _export_graph(model, inputs: list[str], scratch: Path, num_hidden_states: int, batch, tokens) -> None:
+    torch.onnx.export(
+        _AllHiddenStates(model, inputs).eval(),
+        tuple(_example(inputs)[name] for name in inputs),
+        str(scratch / "model.fp32.onnx"),
+        input_names=inputs,
+        output_names=[output_name(i) for i in range(num_hidden_states)],
+        dynamic_shapes={"tensors": tuple({0: batch, 1: tokens} for _ in inputs)},
+        dynamo=True,
+        external_data=True,
+        verbose=False,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """The exporter and quantiser log hundreds of INFO lines and print progress: keep them out of our JSON log."""
+    names = ("onnxscript", "onnx_ir", "torch.onnx", "root")
+    levels = {name: logging.getLogger(None if name == "root" else name).level for name in names}
+    for name in names:
+        logging.getLogger(None if name == "root" else name).setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(None if name == "root" else name).setLevel(level)
 
 
 def _example(inputs: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -156,9 +185,13 @@ class OnnxBackend(TransformerBackend):
         `COLECACHE_ONNX_QUANTIZE=int8` is the faster option)."""
         import onnxruntime as ort
 
-        devices = resolve_devices(settings.device)
-        if any(device.type != "cpu" for device in devices):
-            raise ValueError("COLECACHE_BACKEND=onnx runs on the CPU; on GPUs use COLECACHE_BACKEND=torch")
+        named = [part.strip() for part in settings.device.split(",") if part.strip()]
+        if any(name != "auto" and not name.startswith("cpu") for name in named):
+            raise ValueError(
+                f"COLECACHE_BACKEND=onnx runs on the CPU (COLECACHE_DEVICE=cpu or cpu,cpu), not {settings.device}; "
+                "on GPUs use COLECACHE_BACKEND=torch"
+            )
+        devices = [torch.device("cpu") for _ in resolve_devices(settings.device.replace("auto", "cpu"))]
         if settings.dtype not in ("auto", "float32"):
             raise ValueError(f"COLECACHE_BACKEND=onnx runs float32, not {settings.dtype}; use COLECACHE_DTYPE=auto")
         staging = TransformerBackend._load(settings, torch.device("cpu"))

@@ -16,6 +16,7 @@ from colecache_client.spaces import spaces as registered_spaces
 from fastapi import APIRouter, Depends, Request
 
 from ...cache.keys import cache_key
+from ...db.engine import head_revision
 from ...render import check_options, render
 from ...specs import ArchSpec
 from ...studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
@@ -148,10 +149,26 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
+async def check_schema(services: Services) -> None:
+    """NotReady until the database is migrated to this code's head (a replica that starts before the
+    migration Job, or after an upgrade that has not been migrated yet, stays out of rotation). A database
+    found at head is not read again: migrations only move forward."""
+    if services.schema_ok:
+        return
+    have = await anyio.to_thread.run_sync(services.cache.durable.schema_revision)
+    want = head_revision()
+    if have != want:
+        found = "not migrated" if have is None else f"at revision {have}"
+        raise NotReady(f"database schema {found}, this server needs {want}: run `colecache migrate`")
+    services.schema_ok = True
+
+
 @router.get(
     "/ready",
     response_model=ReadyOut,
-    responses=responses(503, described={503: "Model loading (or failed to load) or SQL unreachable"}),
+    responses=responses(
+        503, described={503: "Model loading (or failed to load), SQL unreachable, or the database not migrated"}
+    ),
     summary='Model loaded and SQL reachable: 200 ("degraded" when only the hot tier is down); 503 otherwise',
 )
 async def ready(services: Services = Depends(get_services)):
@@ -166,6 +183,7 @@ async def ready(services: Services = Depends(get_services)):
     durable = services.cache.durable.name
     if not stores.get(durable, False):
         raise NotReady(f"store(s) unreachable: {durable}")
+    await check_schema(services)
     degraded = [name for name, ok in stores.items() if not ok]
     body = {"status": "degraded" if degraded else "ready", "model": services.backend.identity.model, "stores": stores}
     down = [r.name for r in services.queue.replicas if not r.up] if services.queue is not None else []
