@@ -116,6 +116,21 @@ def tiny_decoder(tiny_decoder_dir, tmp_path_factory):
 
 # --- real stores --------------------------------------------------------------------------------
 @pytest.fixture
+async def services(tmp_path, tiny_bert_dir, tiny_bert, request):
+    """Stores and the tiny BERT in this process; SQLite, or the fixture named by an indirect param
+    (e.g. `postgres_url`)."""
+    from colecache.api.state import Services, load_model, open_stores, shutdown
+    from colecache.settings import Settings
+
+    url = request.getfixturevalue(request.param) if getattr(request, "param", None) else None
+    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", database_url=url)
+    services = Services(settings=settings, cache=await open_stores(settings))
+    await load_model(services, tiny_bert)
+    yield services
+    await shutdown(services)
+
+
+@pytest.fixture
 def redis_url() -> Iterator[str]:
     """The real Redis; every key a test writes is under a unique prefix and removed afterwards."""
     import redis
@@ -188,13 +203,20 @@ class ServerProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it (for tests of a server that is not, or not yet, ready)."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "colecache.cli", "serve"],
+            env=self.env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
     def start(self, timeout: float = 120.0) -> ServerProcess:
         keys = [k for k in self.env.get("COLECACHE_API_KEYS", "").split(",") if k]
         headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "colecache.cli", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

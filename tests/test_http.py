@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 
 import httpx
@@ -188,12 +186,7 @@ def test_model_that_fails_to_load_keeps_health_up_and_explains_ready(tmp_path):
         {"COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_MODEL": str(broken), "HF_HUB_OFFLINE": "1"},
         tmp_path / "server.log",
     )
-    server.proc = subprocess.Popen(
-        [sys.executable, "-m", "colecache.cli", "serve"],
-        env=server.env,
-        stdout=server.log_path.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    server.launch()
     try:
         deadline = time.monotonic() + 60
         while True:

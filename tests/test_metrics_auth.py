@@ -81,8 +81,6 @@ def test_the_document_says_which_routes_need_a_key(metrics_auth):
 def test_probes_need_no_key_and_ready_waits_for_the_schema(tmp_path):
     """Compose healthchecks and Kubernetes probes send no key: /ready answers them; and a replica that starts on
     a database not migrated to its schema stays out of rotation until `colecache migrate` has run."""
-    import subprocess
-    import sys
 
     from conftest import ServerProcess
 
@@ -96,12 +94,7 @@ def test_probes_need_no_key_and_ready_waits_for_the_schema(tmp_path):
         },
         tmp_path / "server.log",
     )
-    server.proc = subprocess.Popen(
-        [sys.executable, "-m", "colecache.cli", "serve"],
-        env=server.env,
-        stdout=server.log_path.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    server.launch()
     try:
         _schema_gate(server, data)
     finally:

@@ -14,9 +14,7 @@ from collections import defaultdict
 
 import httpx
 import pytest
-from colecache.api.state import Services, load_model, open_stores, shutdown
 from colecache.db.engine import alembic_config, make_engine, migrate
-from colecache.settings import Settings
 from colecache.studies.repository import ObservationConflict, measurement_key
 from colecache.studies.service import NotEnoughObservations, ObservationIn
 from colecache.surrogate import FeatureConfig, HeadConfig, SurrogateConfig
@@ -42,16 +40,6 @@ def _isomorphic_groups(min_size: int = 2) -> list[list]:
 GROUPS = _isomorphic_groups()
 A, A_ISO = GROUPS[3][:2]  # two different cells of one class
 assert A.to_string() != A_ISO.to_string() and SPACE.canonical(A) == SPACE.canonical(A_ISO)
-
-
-@pytest.fixture
-async def services(tmp_path, tiny_bert_dir, tiny_bert, request):
-    url = request.getfixturevalue(request.param) if getattr(request, "param", None) else None
-    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", database_url=url)
-    services = Services(settings=settings, cache=await open_stores(settings))
-    await load_model(services, tiny_bert)
-    yield services
-    await shutdown(services)
 
 
 def _study(services, canonical: bool = True, surrogate=FAST):

@@ -6,8 +6,6 @@ import random
 
 import numpy as np
 import pytest
-from colecache.api.state import Services, load_model, open_stores, shutdown
-from colecache.settings import Settings
 from colecache.studies import prequential
 from colecache.studies.repository import PairRecord
 from colecache.studies.service import ObservationIn
@@ -21,16 +19,6 @@ FAST = SurrogateConfig(head=HeadConfig(epochs=60, hidden=32)).model_dump(mode="j
 
 def _value(cell) -> float:
     return 50.0 + 4 * cell.ops.count("nor_conv_3x3") - 3 * cell.ops.count("none") + 0.5 * cell.ops.count("skip_connect")
-
-
-@pytest.fixture
-async def services(tmp_path, tiny_bert_dir, tiny_bert, request):
-    url = request.getfixturevalue(request.param) if getattr(request, "param", None) else None
-    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", database_url=url)
-    services = Services(settings=settings, cache=await open_stores(settings))
-    await load_model(services, tiny_bert)
-    yield services
-    await shutdown(services)
 
 
 def _study(services, canonical=True):

@@ -25,16 +25,6 @@ def _value(cell) -> float:
     return 50.0 + 4 * cell.ops.count("nor_conv_3x3") - 3 * cell.ops.count("none") + 0.5 * cell.ops.count("skip_connect")
 
 
-@pytest.fixture
-async def services(tmp_path, tiny_bert_dir, tiny_bert, request):
-    url = request.getfixturevalue(request.param) if getattr(request, "param", None) else None
-    settings = Settings(model=str(tiny_bert_dir), data_dir=tmp_path, device="cpu", database_url=url)
-    services = Services(settings=settings, cache=await open_stores(settings))
-    await load_model(services, tiny_bert)
-    yield services
-    await shutdown(services)
-
-
 def _study(services, **overrides):
     options = {
         "name": "test",

@@ -438,11 +438,20 @@ class StudyService:
             log.warning("study %s: %d predictions not kept for its report: %s", study.id, len(pending), exc)
 
     async def report(self, study: StudyRecord, window: int) -> dict:
-        """Prequential figures of the study (see studies/prequential.py), computed off the event loop."""
+        """The study report (`GET /studies/{id}/report`): what the study is, and its prequential figures (see
+        studies/prequential.py), computed off the event loop."""
 
         def build() -> dict:
             observed, pairs = self.repo.history(study.id)
             history = prequential.History(observed, pairs)
             return prequential.report(history, study.direction == "maximize", window)
 
-        return await anyio.to_thread.run_sync(build)
+        return {
+            "study_id": study.id,
+            "name": study.name,
+            "space": study.space,
+            "objective": study.objective,
+            "direction": study.direction,
+            "version": study.version,
+            **await anyio.to_thread.run_sync(build),
+        }

@@ -387,15 +387,4 @@ async def study_report(
     latest prediction for each architecture before it was observed, calibration of its std, and the
     best-so-far curve. Each figure carries the number of pairs behind it."""
     study = await load_study(study_id, owner, studies)
-    figures = await studies.report(study, window)
-    return FastJSONResponse(
-        {
-            "study_id": study.id,
-            "name": study.name,
-            "space": study.space,
-            "objective": study.objective,
-            "direction": study.direction,
-            "version": study.version,
-            **figures,
-        }
-    )
+    return FastJSONResponse(await studies.report(study, window))

@@ -91,16 +91,7 @@ async def study_page(
         if exc.status != 404:
             raise
         return _html(pages.not_found_page(f"No study {study_id!r} here.", logout), status_code=404)
-    figures = await studies.report(study, window=window)
-    report = {
-        "study_id": study.id,
-        "name": study.name,
-        "space": study.space,
-        "objective": study.objective,
-        "direction": study.direction,
-        "version": study.version,
-        **figures,
-    }
+    report = await studies.report(study, window=window)
     return _html(await anyio.to_thread.run_sync(pages.report_page, report, logout))
 
 
