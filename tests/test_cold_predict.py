@@ -345,8 +345,11 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_default_precompute_gives_default_studies_their_whole_space_reference(tmp_path, server_factory):
+def test_default_precompute_gives_default_studies_their_whole_space_reference(tmp_path, server_factory, monkeypatch):
     pythonpath = _install(tmp_path)
+    monkeypatch.syspath_prepend(pythonpath.split(os.pathsep)[0])
+    from toyenum_space import ToyEnumSpace as ToyEnum
+
     env = {"PYTHONPATH": pythonpath, "COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_LOG_LEVEL": "warning"}
     # Looks for a missing reference every second (default: a minute), so the refit below is quick to see.
     first = server_factory(PYTHONPATH=pythonpath, COLECACHE_REFERENCE_RECHECK_S="1")
@@ -364,7 +367,7 @@ def test_default_precompute_gives_default_studies_their_whole_space_reference(tm
         study.observe(TOY_ROWS)
         with pytest.warns(ReferenceWarning, match="colecache precompute --space toyenum"):
             degraded = study.predict(["8-8", "64-64"])
-            assert degraded.reference == "observed"
+            assert degraded.reference == "observed" and not degraded.smoothed  # smoothing needs the space
             study.predict(["8-8"])
     # The fit's fallback is logged once per study, naming the study and the command.
     warned = [line for line in first.log_path.read_text().splitlines() if "asked for the whole-space" in line]
@@ -394,6 +397,20 @@ def test_default_precompute_gives_default_studies_their_whole_space_reference(tm
             warnings.simplefilter("error", ReferenceWarning)
             assert fresh.predict(["8-8", "64-64"]).reference == "space"
             assert client.study(study.id).predict(["8-8"]).reference == "space"
+
+        # Neighbourhood smoothing (default 0.8) on the whole-space reference: each mean is 0.2 x its own raw
+        # prediction + 0.8 x the mean raw prediction of its one-edit neighbours, the raw ones being what the same
+        # fit (same observations, same seed) answers with smoothing off.
+        raw_study = client.create_study("toy-raw", space="toyenum", surrogate={"smoothing": 0})
+        raw_study.observe(TOY_ROWS)
+        cells = ["-".join(map(str, c)) for c in ToyEnum().all_cells()]
+        smoothed, raw = fresh.predict(cells), raw_study.predict(cells)
+        assert smoothed.smoothed and not raw.smoothed and raw.reference == "space"
+        raw_of = dict(zip(cells, raw.means))
+        for cell, mean in zip(cells, smoothed.means):
+            near = ["-".join(map(str, n)) for n in ToyEnum().neighbours(ToyEnum().parse(cell))]
+            expected = 0.2 * raw_of[cell] + 0.8 * sum(raw_of[n] for n in near) / len(near)
+            assert mean == pytest.approx(expected, rel=1e-4, abs=1e-4), cell
 
         # The --url path with its defaults fills the keys a default NB201 study reads (a few cells via --archs).
         archs = tmp_path / "cells.txt"

@@ -226,7 +226,12 @@ def predict(study_id: str, specs: Sequence[Any]) -> Plan:
             Prediction(offset + p["index"], p.get("arch"), p["mean"], p["std"]) for p in body["predictions"]
         )
     return PredictResult(
-        body["study_id"], body["surrogate_version"], body["n_observations"], predictions, body.get("reference")
+        body["study_id"],
+        body["surrogate_version"],
+        body["n_observations"],
+        predictions,
+        body.get("reference"),
+        bool(body.get("smoothed", False)),
     )
 
 

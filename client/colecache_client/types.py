@@ -121,6 +121,7 @@ class PredictResult:
     n_observations: int
     predictions: list[Prediction]
     reference: str | None = None  # what the feature reduction was fitted on: space, candidates or observed
+    smoothed: bool = False  # means blended with their one-edit neighbours' (needs the whole-space reference)
 
     @property
     def means(self) -> list[float]:

@@ -352,6 +352,11 @@ class PredictResponse(BaseModel):
         description="What the feature reduction was fitted on: the whole space, the study's candidates, or the "
         "observed cells.",
     )
+    smoothed: bool = Field(
+        ...,
+        description="Whether the means are blended with their one-edit neighbours' (`surrogate.smoothing`; needs the "
+        "whole-space reference).",
+    )
     fit_seconds: float
     predictions: list[PredictionItem]
 

@@ -33,6 +33,7 @@ from ..proxies.measure import ProxyMeasurer
 from ..render import RenderOptions, render
 from ..specs import ArchSpec, CodeSpec, InvalidSpecs, ItemError, Spec, parse_spec
 from ..surrogate import Surrogate, SurrogateConfig
+from ..surrogate.smoothing import NeighbourGraph, smooth
 from . import prequential
 from .repository import (
     ConflictPolicy,
@@ -78,6 +79,19 @@ class FittedSurrogate:
     reference: str  # 'space', 'candidates' or 'observed': what the feature reduction was fitted on
     fitted_at: float
     trained_keys: frozenset[str] = frozenset()  # spec_keys fitted on: predictions for these are in-sample
+    # Neighbourhood smoothing (surrogate/smoothing.py): the space's class graph and, per class, the mean raw
+    # prediction of its neighbours; None when the fit could not smooth (no whole-space reference, or off).
+    smoothing: tuple[NeighbourGraph, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class SpaceReference:
+    """Every cell of an enumerable space, read from the cache: the unlabelled reference of a fit."""
+
+    cole: np.ndarray  # (distinct rendered codes, d)
+    struct: np.ndarray | None  # (cells, s), when the study uses structural encodings
+    cells: list  # the space's enumeration (`all_cells()`)
+    cell_rows: np.ndarray  # (cells,): the row of `cole` holding each cell's vector
 
 
 @dataclass(frozen=True)
@@ -141,7 +155,8 @@ class StudyService:
         self._max_fitted = max_fitted
         self._warned: set[str] = set()  # studies already warned about a degraded reference
         self._fits: SingleFlight[tuple[str, int, bool], FittedSurrogate] = SingleFlight()
-        self._references: dict[tuple[str, str], tuple[float, tuple[np.ndarray, np.ndarray | None] | None]] = {}
+        self._references: dict[tuple[str, str], tuple[float, SpaceReference | None]] = {}
+        self._graphs: dict[tuple[str, bool], NeighbourGraph] = {}
         self.fit_count = 0
 
     # --- reads -----------------------------------------------------------------------------------
@@ -245,9 +260,7 @@ class StudyService:
             proxies = outcome.values[:, [PROXIES.index(name) for name in features.proxies]]
         return cole, struct, proxies, archs
 
-    async def _space_reference(
-        self, study: StudyRecord, options: StudyOptions
-    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    async def _space_reference(self, study: StudyRecord, options: StudyOptions) -> SpaceReference | None:
         """Every cell of the space (embeddings from the durable tier, structural encodings), if all are cached.
 
         Never computes embeddings: run `colecache precompute` to make the space reference available.
@@ -288,17 +301,65 @@ class StudyService:
         except NotImplementedError:
             return None
         rendered = [render(ArchSpec(study.space, cell), options.render) for cell in cells]
-        keys = list(dict.fromkeys(cache_key(fingerprint_id, r.renderer_version, r.code) for r in rendered))
+        cell_keys = [cache_key(fingerprint_id, r.renderer_version, r.code) for r in rendered]
+        keys = list(dict.fromkeys(cell_keys))
         durable = self.pipeline.cache.durable
         if len(durable.existing(keys)) < len(keys):
             return None
         found = durable.get_many(keys)
         cole = np.stack([found[k].vector for k in keys])
+        row_of = {k: i for i, k in enumerate(keys)}
         struct = None
         if options.surrogate.features.structural:
             kinds = options.surrogate.features.structural
             struct = np.array([np.concatenate([space.encode(c, kind) for kind in kinds]) for c in cells])
-        return cole, struct
+        return SpaceReference(cole, struct, cells, np.asarray([row_of[k] for k in cell_keys]))
+
+    async def _graph(self, study: StudyRecord, options: StudyOptions, cells: list) -> NeighbourGraph:
+        """The space's one-edit graph between the study's classes (isomorphism classes when rendering is
+        canonical, else cells); built once per process (NB201: ~4 s, off the event loop)."""
+        memo_key = (study.space, options.render.canonical)
+        graph = self._graphs.get(memo_key)
+        if graph is None:
+            space = get_space(study.space)
+
+            def key_of(arch) -> str:
+                return spec_key(ArchSpec(study.space, arch), options.render)
+
+            graph = await anyio.to_thread.run_sync(NeighbourGraph.build, cells, space.neighbours, key_of)
+            self._graphs[memo_key] = graph
+        return graph
+
+    async def _smoothing(
+        self, study: StudyRecord, options: StudyOptions, surrogate: Surrogate, reference: SpaceReference
+    ) -> tuple[NeighbourGraph, np.ndarray] | None:
+        """Raw predictions for one cell of every class of the space, and each class's neighbour mean of them.
+
+        None when smoothing is off, or the study uses proxies and some class's proxies are not cached (they
+        are never computed here: `colecache proxies --space ...` fills them)."""
+        if options.surrogate.smoothing <= 0:
+            return None
+        features = options.surrogate.features
+        graph = await self._graph(study, options, reference.cells)
+        nodes = graph.members
+        cole = reference.cole[reference.cell_rows[nodes]] if features.cole else None
+        struct = reference.struct[nodes] if reference.struct is not None else None
+        proxies = None
+        if features.proxies:
+            values = None
+            if self.proxies is not None:
+                values = await self.proxies.cached([ArchSpec(study.space, reference.cells[i]) for i in nodes])
+            if values is None:
+                log.info(
+                    "study %s: not smoothing (the proxies of the space are not all cached; `colecache proxies "
+                    "--space %s` fills them)",
+                    study.id,
+                    study.space,
+                )
+                return None
+            proxies = values[:, [PROXIES.index(name) for name in features.proxies]]
+        raw, _ = await anyio.to_thread.run_sync(surrogate.predict, cole, struct, proxies)
+        return graph, graph.neighbour_mean(raw)
 
     # --- fitting and prediction ----------------------------------------------------------------
     async def fitted(self, study: StudyRecord) -> FittedSurrogate:
@@ -370,8 +431,14 @@ class StudyService:
             self._warn_degraded(study, reference_kind)
         started = time.perf_counter()
         surrogate = Surrogate(options.surrogate)
-        ref_cole, ref_struct = reference if reference is not None else (None, None)
+        if isinstance(reference, SpaceReference):
+            ref_cole, ref_struct = reference.cole, reference.struct
+        else:
+            ref_cole, ref_struct = reference if reference is not None else (None, None)
         await anyio.to_thread.run_sync(surrogate.fit, cole, struct, y, ref_cole, ref_struct, proxies)
+        smoothing = None
+        if isinstance(reference, SpaceReference):
+            smoothing = await self._smoothing(study, options, surrogate, reference)
         seconds = time.perf_counter() - started
         metrics.FIT_SECONDS.observe(seconds)
         self.fit_count += 1
@@ -383,6 +450,7 @@ class StudyService:
             reference=reference_kind,
             fitted_at=time.time(),
             trained_keys=frozenset(r.spec_key for r in records),
+            smoothing=smoothing,
         )
 
     def _warn_degraded(self, study: StudyRecord, reference_kind: str) -> None:
@@ -408,9 +476,30 @@ class StudyService:
         options = StudyOptions.of(study)
         cole, struct, proxies, archs = await self._features(study, options, specs)
         mean, std = await anyio.to_thread.run_sync(fitted.surrogate.predict, cole, struct, proxies)
-        prediction = Prediction(fitted, np.asarray(mean, dtype=float), np.asarray(std, dtype=float), archs)
+        mean = np.asarray(mean, dtype=float)
+        if fitted.smoothing is not None:
+            mean = self._smoothed(study, options, fitted.smoothing, specs, mean)
+        prediction = Prediction(fitted, mean, np.asarray(std, dtype=float), archs)
         await self._remember(study, options, specs, prediction)
         return prediction
+
+    @staticmethod
+    def _smoothed(
+        study: StudyRecord,
+        options: StudyOptions,
+        smoothing: tuple[NeighbourGraph, np.ndarray],
+        specs: Sequence[Spec],
+        mean: np.ndarray,
+    ) -> np.ndarray:
+        """Each spec's mean blended with its class's neighbour mean (code specs and unknown classes unchanged)."""
+        graph, neighbour_mean = smoothing
+        out = mean.copy()
+        for i, spec in enumerate(specs):
+            if isinstance(spec, ArchSpec) and spec.space == study.space:
+                node = graph.index.get(spec_key(spec, options.render))
+                if node is not None:
+                    out[i] = smooth(mean[i], neighbour_mean[node], options.surrogate.smoothing)
+        return out
 
     async def _remember(
         self, study: StudyRecord, options: StudyOptions, specs: Sequence[Spec], prediction: Prediction

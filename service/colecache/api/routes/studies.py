@@ -87,6 +87,7 @@ async def study_body(study: StudyRecord, studies: StudyService) -> dict:
             "n_observations": fitted.n_observations,
             "seconds": round(fitted.seconds, 4),
             "reference": fitted.reference,
+            "smoothed": fitted.smoothing is not None,
         },
     }
 
@@ -363,6 +364,7 @@ async def predict(
             "surrogate_version": fitted.version,
             "n_observations": fitted.n_observations,
             "reference": fitted.reference,
+            "smoothed": fitted.smoothing is not None,
             "fit_seconds": round(fitted.seconds, 4),
             "predictions": [
                 {"index": i, "arch": arch, "mean": float(m), "std": float(s)}
