@@ -207,3 +207,20 @@ def test_sdk_proxies_in_order_with_nulls_for_undefined_scores(default_server):
     assert result.proxies == list(PROXIES) and len(result.items) == 3
     assert result.items[0].values == result.items[2].values
     assert result.column("jacov")[1] is None and result.column("params")[1] is not None
+
+
+async def test_cached_reads_what_is_there_and_never_computes(services):
+    """Smoothing a study with proxies needs every class's proxies; `cached` answers from the cache or None."""
+    import numpy as np
+    from colecache.api.state import make_proxy_measurer
+    from colecache.specs import parse_specs
+
+    measurer = make_proxy_measurer(services.settings, services.cache)
+    try:
+        specs = parse_specs([CELL, ISO_A, ISO_B], "nb201", 100)
+        assert await measurer.cached(specs) is None
+        assert await measurer.cached(specs) is None  # the first call computed nothing to find now
+        measured = await measurer.measure(specs)
+        assert np.array_equal(await measurer.cached(specs), measured.values)
+    finally:
+        measurer.close()
