@@ -438,7 +438,10 @@ class StudyService:
         await anyio.to_thread.run_sync(surrogate.fit, cole, struct, y, ref_cole, ref_struct, proxies)
         smoothing = None
         if isinstance(reference, SpaceReference):
-            smoothing = await self._smoothing(study, options, surrogate, reference)
+            try:
+                smoothing = await self._smoothing(study, options, surrogate, reference)
+            except Exception:  # e.g. a plugin space whose neighbours() fails: answer unsmoothed, not a 500
+                log.exception("study %s: smoothing failed; predictions are the head's own", study.id)
         seconds = time.perf_counter() - started
         metrics.FIT_SECONDS.observe(seconds)
         self.fit_count += 1
