@@ -155,10 +155,7 @@ class ProxyMeasurer:
         if plan is None:
             return ProxyOutcome(np.zeros((0, len(PROXIES)), np.float32), [], {})
         fingerprint = plan.fingerprint
-        unique = list({j.key: j for j in jobs}.values())
-        found, found_in = await self.cache.get_many([j.key for j in unique])
-        values = {j.key: r.vector for j, r in zip(unique, found) if r is not None}
-        sources = {j.key: s for j, s in zip(unique, found_in) if s is not None}
+        unique, values, sources = await self._lookup(jobs)
         missing = [j for j in unique if j.key not in values]
         if on_progress is not None and len(unique) > len(missing):
             on_progress(len(unique) - len(missing))
@@ -188,12 +185,18 @@ class ProxyMeasurer:
         jobs, plan = self.jobs(specs)
         if plan is None:
             return None
-        unique = list({j.key: j for j in jobs}.values())
-        found, _ = await self.cache.get_many([j.key for j in unique])
-        if any(record is None for record in found):
+        unique, values, _ = await self._lookup(jobs)
+        if len(values) < len(unique):
             return None
-        values = {j.key: r.vector for j, r in zip(unique, found)}
         return np.stack([values[j.key] for j in jobs]).astype(np.float32)
+
+    async def _lookup(self, jobs: list[ProxyJob]) -> tuple[list[ProxyJob], dict[bytes, np.ndarray], dict[bytes, str]]:
+        """The distinct jobs, and the cached values and tiers of those found."""
+        unique = list({j.key: j for j in jobs}.values())
+        found, found_in = await self.cache.get_many([j.key for j in unique])
+        values = {j.key: r.vector for j, r in zip(unique, found) if r is not None}
+        sources = {j.key: s for j, s in zip(unique, found_in) if s is not None}
+        return unique, values, sources
 
     async def _compute(
         self, jobs: list[ProxyJob], plan: ProxyPlan, on_progress: Callable[[int], None] | None
