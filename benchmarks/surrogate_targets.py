@@ -8,10 +8,12 @@ Methods (each a study configuration; `+smooth` = the same fit, then `surrogate.s
 server applies it: every class predicted, then blended with the mean prediction of its one-edit neighbour
 classes, surrogate/smoothing.py):
 
-- `cole+path` (the default study before smoothing) and `cole+path+smooth` (the default study now);
+- `cole+path` (the default study before smoothing) and `cole+path+smooth` (the default study while the
+  space's proxies are not all cached);
 - `path`, `path+smooth` (the structural encoding alone, same head);
-- `cole+path+zc|sw=1` and its `+smooth` (zero-cost proxies as a block at weight 8, path at weight 1; only when the whole space's
-  proxies are cached: `colecache proxies --space nb201`).
+- `cole+path+zc|sw=1` and its `+smooth` (zero-cost proxies as a block at weight 8, path at weight 1: what a
+  default study takes once the whole space's proxies are cached, `colecache proxies --space nb201`; rows only
+  then).
 
 Reference lines in the plot: GIN / FLAN-family predictors on cifar10-valid (0.785 at n=128, 0.849 at n=256; our
 CIFAR-10 column is the 200-epoch test accuracy of training on train+val) and the issue's targets (0.80, 0.86).
@@ -52,7 +54,8 @@ RESULTS = HERE / "results"
 SIZES = (128, 256)
 BASES = ("cole+path", "path", "cole+path+zc|sw=1")
 METHODS = tuple(m for base in BASES for m in (base, base + "+smooth"))
-DEFAULT_METHOD = "cole+path+smooth"
+DEFAULT_METHOD = "cole+path+smooth"  # studies/defaults.py: while some network of the space is unscored
+DEFAULT_SCORED = "cole+path+zc|sw=1+smooth"  # ... and once every one is
 ANCHORS = {128: 0.785, 256: 0.849}  # GIN / FLAN family, NB201 cifar10-valid
 TARGETS = {128: 0.80, 256: 0.86}
 
@@ -239,9 +242,10 @@ def main(
         "every method). Accuracies: NB201 200-epoch test accuracy (CIFAR-10: trained on train+val; the published "
         "anchors use cifar10-valid). Head: the default study head; COLE = all-MiniLM-L6-v2, "
         f"`{DEFAULT_COLE}`, PCA-64 on the whole space; `path` = NB201 path encoding (weight 2); `zc` = the 7 "
-        f"zero-cost proxies (weight 8, `|pw=1`: weight 1); `+smooth` = neighbourhood smoothing "
+        f"zero-cost proxies (weight 8; `|sw=1`: path at weight 1); `+smooth` = neighbourhood smoothing "
         f"{SurrogateConfig().smoothing} on the one-edit class graph (what a study does once the space is "
-        f"precomputed). **Default study now: `{DEFAULT_METHOD}`.**",
+        f"precomputed). **Default study now: `{DEFAULT_METHOD}`; `{DEFAULT_SCORED}` "
+        "when the space's proxies are all cached at its creation.**",
         "",
         "| dataset | n | " + " | ".join(m.replace("|", "\\|") for m in methods) + " | published (C10-valid) | target |",
         "|---|---:|" + "---:|" * len(methods) + "---:|---:|",

@@ -254,7 +254,7 @@ ENUMERABLE_TOY = {
     """,
     "toyenum_space.py": '''
         """1 or 2 Linear layers of 4 widths: 20 architectures, so a test can precompute the whole space."""
-        from colecache_client.spaces import SearchSpace, SpecError
+        from colecache_client.spaces import ProxyNetwork, SearchSpace, SpecError
 
         WIDTHS = (8, 16, 32, 64)
 
@@ -264,7 +264,7 @@ ENUMERABLE_TOY = {
             renderer_version = "toyenum-pytorch/1"
             encodings = ("widths",)
             default_encodings = ("widths",)
-            render_choices = {"primitives": ("exclude_helper",), "context": ("none",)}
+            render_choices = {"primitives": ("exclude_helper",), "context": ("none", "backbone")}
 
             def parse(self, value):
                 if isinstance(value, str):
@@ -301,8 +301,20 @@ ENUMERABLE_TOY = {
                     return super().encode(arch, kind)
                 return [float(arch.count(w)) for w in WIDTHS] + [float(len(arch))]
 
+            def proxy_network(self):
+                return ProxyNetwork({"context": "backbone"}, "Network()", input_shape=(4,), num_classes=10)
+
             def render(self, arch, *, primitives="exclude_helper", context="none", dataset="cifar10"):
                 self.check_render_options(primitives=primitives, context=context)
+                if context == "backbone":  # the whole network zero-cost proxies score: ReLU modules, 10 logits
+                    layers, previous = [], 4
+                    for width in arch:
+                        layers += [f"nn.Linear({previous}, {width})", "nn.ReLU()"]
+                        previous = width
+                    return (
+                        "class Network(nn.Sequential):\\n    def __init__(self):\\n"
+                        f"        super().__init__({', '.join(layers)}, nn.Linear({previous}, 10))\\n"
+                    )
                 lines = ["class Net(nn.Module):", "    def __init__(self):", "        super().__init__()"]
                 previous = 4
                 for i, width in enumerate(arch):
@@ -423,3 +435,46 @@ def test_default_precompute_gives_default_studies_their_whole_space_reference(tm
         assert json.dumps(nb201.info.render, sort_keys=True) == json.dumps(
             {"canonical": True, "context": "none", "dataset": "cifar10", "primitives": "exclude_helper"}
         )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_default_studies_take_the_proxies_once_the_whole_space_is_scored(tmp_path, server_factory):
+    """Unset `features.proxies` resolves at creation: off while any network of the space is unscored (a cold
+    server would score on demand), all seven at structural weight 1 once every one is cached (the best
+    measured setting); a study that sets either field keeps its own value, and stored studies never change."""
+    pythonpath = _install(tmp_path)
+    env = {"PYTHONPATH": pythonpath, "COLECACHE_DATA_DIR": str(tmp_path / "data"), "COLECACHE_LOG_LEVEL": "warning"}
+    filled = _cli("precompute", "--space", "toyenum", env=env)
+    assert filled.returncode == 0, filled.stderr
+    server = server_factory(PYTHONPATH=pythonpath, COLECACHE_REFERENCE_RECHECK_S="1")
+    cells = ["8", "16", "32", "64"] + [f"{a}-{b}" for a in (8, 16, 32, 64) for b in (8, 16, 32, 64)]
+    with Client(server.url, timeout=300) as client:
+        before = client.create_study("before", space="toyenum")
+        assert before.info.surrogate["features"]["proxies"] == []
+        assert before.info.surrogate["features"]["structural_weight"] == 2.0
+        client.proxies(cells[:10], space="toyenum")  # half the space scored: still off
+        assert client.create_study("half", space="toyenum").info.surrogate["features"]["proxies"] == []
+
+        assert len(client.proxies(cells[10:], space="toyenum").items) == 10
+        time.sleep(1.5)  # the server's recheck interval for a space found unscored
+        after = client.create_study("after", space="toyenum")
+        features = after.info.surrogate["features"]
+        assert features["proxies"] == ["params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm"]
+        assert features["structural_weight"] == 1.0 and features["structural"] == ["widths"]
+        assert client.study(after.id).info.surrogate == after.info.surrogate  # stored concrete
+
+        own_weight = client.create_study("own", space="toyenum", surrogate={"features": {"structural_weight": 3}})
+        assert own_weight.info.surrogate["features"]["proxies"] == features["proxies"]
+        assert own_weight.info.surrogate["features"]["structural_weight"] == 3.0
+        off = client.create_study("off", space="toyenum", surrogate={"features": {"proxies": []}})
+        assert off.info.surrogate["features"]["proxies"] == []
+        assert off.info.surrogate["features"]["structural_weight"] == 2.0
+        assert client.study(before.id).info.surrogate["features"]["proxies"] == []  # created earlier: unchanged
+
+        # The resolved study fits and predicts from cached proxies only, on the whole space, smoothed.
+        after.observe(TOY_ROWS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReferenceWarning)
+            answer = after.predict(cells)
+        assert answer.reference == "space" and answer.smoothed and len(answer.means) == 20

@@ -49,7 +49,9 @@ class FeatureConfig(BaseModel):
         (),
         max_length=len(PROXIES),
         description="Zero-cost proxies of each untrained network (`POST /proxies`; fill a space ahead with "
-        "`colecache proxies`) appended as a block, each standardised on the observed cells.",
+        "`colecache proxies`) appended as a block, each standardised on the observed cells. A study that leaves "
+        "it unset gets all of them (structural weight 1 unless set) when its whole space is scored at creation, "
+        "else none (studies/defaults.py).",
     )
     proxy_weight: float = Field(
         8.0,

@@ -109,7 +109,11 @@ async def create_study(
     """Create a study: its search space, render and embedder options, objective and surrogate."""
     space = get_space(body.space)  # unknown space -> 422 via SpecError naming the known ones
     check_options(space.name, body.render)
-    surrogate = study_surrogate(body.surrogate, space)
+    # Unset proxies: in when the whole space is scored already (best measured), never scored on demand.
+    proxies_cached = "proxies" not in body.surrogate.features.model_fields_set and (
+        await studies.space_proxies_cached(space.name)
+    )
+    surrogate = study_surrogate(body.surrogate, space, proxies_cached)
     if body.candidates is not None:  # validated before anything is stored
         provisional = StudyRecord(
             "",
