@@ -456,8 +456,14 @@ def test_default_studies_take_the_proxies_once_the_whole_space_is_scored(tmp_pat
         client.proxies(cells[:10], space="toyenum")  # half the space scored: still off
         assert client.create_study("half", space="toyenum").info.surrogate["features"]["proxies"] == []
 
+        assert _references(server)["toyenum"]["proxies"]["cached"] is False  # /info says so, with the command
+        assert _references(server)["toyenum"]["proxies"]["command"] == "colecache proxies --space toyenum"
         assert len(client.proxies(cells[10:], space="toyenum").items) == 10
         time.sleep(1.5)  # the server's recheck interval for a space found unscored
+        deadline = time.monotonic() + 60
+        while not _references(server)["toyenum"]["proxies"]["cached"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
         after = client.create_study("after", space="toyenum")
         features = after.info.surrogate["features"]
         assert features["proxies"] == ["params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm"]

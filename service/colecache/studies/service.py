@@ -157,6 +157,7 @@ class StudyService:
         self._fits: SingleFlight[tuple[str, int, bool], FittedSurrogate] = SingleFlight()
         self._references: dict[tuple[str, str], tuple[float, SpaceReference | None]] = {}
         self._graphs: dict[tuple[str, bool], NeighbourGraph] = {}
+        self._graph_proxies: dict[tuple[str, bool], np.ndarray] = {}  # every class's proxies, once all are cached
         self._proxies_cached: dict[str, float] = {}  # space -> when a check last found some network unscored
         self.fit_count = 0
 
@@ -377,9 +378,12 @@ class StudyService:
         struct = reference.struct[nodes] if reference.struct is not None else None
         proxies = None
         if features.proxies:
-            values = None
-            if self.proxies is not None:
+            memo_key = (study.space, options.render.canonical)
+            values = self._graph_proxies.get(memo_key)  # cached values never change: read them once
+            if values is None and self.proxies is not None:
                 values = await self.proxies.cached([ArchSpec(study.space, reference.cells[i]) for i in nodes])
+                if values is not None:
+                    self._graph_proxies[memo_key] = values
             if values is None:
                 log.info(
                     "study %s: not smoothing (the proxies of the space are not all cached; `colecache proxies "

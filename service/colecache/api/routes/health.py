@@ -79,6 +79,7 @@ class ReferenceCheck:
         for name, space in _enumerable_spaces().items():
             try:
                 status[name] = await self._check_space(services, name, space)
+                status[name]["proxies"] = await _proxies_status(services, name, space)
             except Exception as exc:  # a store that fails is reported, never an error of /info
                 status[name] = {"precomputed": None, "detail": f"could not check: {type(exc).__name__}: {exc}"}
         for name, now in status.items():
@@ -121,6 +122,19 @@ class ReferenceCheck:
             f"distinct texts)"
         )
         return {**base, "precomputed": done, "cached": cached, "total": len(keys), "detail": detail}
+
+
+async def _proxies_status(services: Services, name: str, space: SearchSpace) -> dict[str, Any]:
+    """Whether a default study created now takes the zero-cost proxies (every network of the space scored)."""
+    if services.studies is None or space.proxy_network() is None:
+        return {"cached": None, "command": None, "detail": "this space has no zero-cost proxies"}
+    cached = await services.studies.space_proxies_cached(name)
+    detail = (
+        "every network is scored: default studies created now take the zero-cost proxies"
+        if cached
+        else "some network is not scored: default studies created now go without zero-cost proxies"
+    )
+    return {"cached": cached, "command": f"colecache proxies --space {name}", "detail": detail}
 
 
 def _enumerable_spaces() -> dict[str, SearchSpace]:
@@ -207,7 +221,8 @@ async def ready(services: Services = Depends(get_services)):
 )
 async def info(request: Request, services: Services = Depends(get_services)):
     """Also, per enumerable space, `reference`: whether its whole-space reference is cached for the default
-    study options (`precomputed`; null while checking or when it cannot apply), re-read at most every
+    study options (`precomputed`; null while checking or when it cannot apply) and whether every network's
+    zero-cost proxies are (`proxies.cached`: what a default study created now takes), re-read at most every
     `reference_recheck_s` (a minute)."""
     settings = services.settings
     references = await reference_check(request).current(services)
