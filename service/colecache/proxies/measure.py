@@ -151,7 +151,7 @@ class ProxyMeasurer:
 
     async def measure(self, specs: Sequence[Spec], on_progress: Callable[[int], None] | None = None) -> ProxyOutcome:
         """Proxy values of `specs` in request order: cached ones read, missing ones computed and committed."""
-        jobs, plan = self.jobs(specs)
+        jobs, plan = await asyncio.to_thread(self.jobs, specs)  # rendering: ~0.1 ms per NB201 network
         if plan is None:
             return ProxyOutcome(np.zeros((0, len(PROXIES)), np.float32), [], {})
         fingerprint = plan.fingerprint
