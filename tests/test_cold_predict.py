@@ -477,6 +477,23 @@ def test_default_studies_take_the_proxies_once_the_whole_space_is_scored(tmp_pat
         assert off.info.surrogate["features"]["proxies"] == []
         assert off.info.surrogate["features"]["structural_weight"] == 2.0
         assert client.study(before.id).info.surrogate["features"]["proxies"] == []  # created earlier: unchanged
+        # Proxies asked for by name get the same structural weight as the resolved ones, unless set.
+        named = client.create_study("named", space="toyenum", surrogate={"features": {"proxies": ["synflow"]}})
+        assert named.info.surrogate["features"]["structural_weight"] == 1.0
+        # A study for code specs (no structural encodings) gets none: code has no network to score.
+        code = client.create_study("code", space="toyenum", surrogate={"features": {"structural": []}})
+        assert code.info.surrogate["features"]["proxies"] == []
+        code.observe([({"code": "class A(nn.Module):\n    pass\n"}, 1.0)])
+        # ... and one that asks for proxies anyway refuses code specs up front, naming why.
+        mixed = client.create_study(
+            "mixed", space="toyenum", surrogate={"features": {"structural": [], "proxies": ["params"]}}
+        )
+        refused = httpx.post(
+            f"{server.url}/studies/{mixed.id}/observations",
+            json={"observations": [{"spec": {"code": "class A(nn.Module):\n    pass\n"}, "value": 1.0}]},
+            timeout=60,
+        )
+        assert refused.status_code == 422 and "zero-cost proxies" in refused.text, refused.text
 
         # The resolved study fits and predicts from cached proxies only, on the whole space, smoothed.
         after.observe(TOY_ROWS)

@@ -170,3 +170,28 @@ async def test_concurrent_writers_lose_nothing(services):
     assert sum(r.inserted for r in results) == 120
     final = services.studies.repo.get(study.id, None)
     assert final.version == sum(1 for r in results if r.inserted)
+
+
+def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
+    """studies/defaults.study_surrogate: proxies only on a scored space and for architecture studies, structural
+    weight 1 with proxies unless set, and errors that name the field."""
+    from colecache.proxies import PROXIES
+    from colecache.studies.defaults import study_surrogate
+    from colecache_client.spaces import SpecError
+
+    def resolve(space: str, scored: bool, **features):
+        config = SurrogateConfig.model_validate({"features": features})
+        return study_surrogate(config, get_space(space), scored).features
+
+    assert resolve("nb201", False).proxies == () and resolve("nb201", False).structural_weight == 2.0
+    scored = resolve("nb201", True)
+    assert scored.proxies == PROXIES and scored.structural_weight == 1.0 and scored.structural == ("path",)
+    assert resolve("nb201", True, structural_weight=3).structural_weight == 3.0
+    opted_out = resolve("nb201", True, proxies=[])
+    assert opted_out.proxies == () and opted_out.structural_weight == 2.0
+    assert resolve("nb201", True, structural=[]).proxies == ()  # code specs: nothing to score
+    assert resolve("nb201", False, proxies=["synflow"]).structural_weight == 1.0
+    with pytest.raises(SpecError, match=r"^surrogate\.features\.proxies: .*'einspace' defines no network"):
+        resolve("einspace", False, proxies=["params"])
+    with pytest.raises(SpecError, match=r"^surrogate\.features\.structural: .*no encoding\(s\) 'bogus'"):
+        resolve("nb201", False, structural=["bogus"])

@@ -22,27 +22,32 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
 
     - unset structural encodings become the space's `default_encodings`;
     - unset proxies become all of `PROXIES` when `proxies_cached` (every network of the space is scored
-      already: `colecache proxies --space ...`), with the structural weight then at
-      `PROXY_STRUCTURAL_WEIGHT` unless the study set it. Measured on NB201 (issue-10 protocol, 20 draws,
-      n = 128): Kendall tau 0.761 / 0.749 / 0.727 against 0.720 / 0.711 / 0.668 without
+      already: `colecache proxies --space ...`) and the study has structural encodings (one without is
+      a study for code specs, which have no network to score). Measured on NB201 (issue-10 protocol, 20
+      draws, n = 128): Kendall tau 0.761 / 0.749 / 0.727 against 0.720 / 0.711 / 0.668 without
       (benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
-      server would spend ~0.5 s of CPU per network it is asked to predict.
+      server would spend ~0.5 s of CPU per network it is asked to predict;
+    - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`.
 
-    Raises SpecError naming any encoding the space does not have (-> 422, nothing stored)."""
+    Raises SpecError naming the field and any encoding the space does not have (-> 422, nothing stored)."""
     features = config.features
-    if "structural" not in features.model_fields_set:
+    given = features.model_fields_set
+    if "structural" not in given:
         features = features.model_copy(update={"structural": tuple(space.default_encodings)})
-    if "proxies" not in features.model_fields_set and proxies_cached:
-        update: dict = {"proxies": tuple(PROXIES)}
-        if "structural_weight" not in features.model_fields_set:
-            update["structural_weight"] = PROXY_STRUCTURAL_WEIGHT
-        features = features.model_copy(update=update)
     unknown = [kind for kind in features.structural if kind not in space.encodings]
     if unknown:
         known = ", ".join(space.encodings) or "none"
         raise SpecError(
-            f"search space {space.name!r} has no encoding(s) {', '.join(map(repr, unknown))} (known: {known})"
+            f"surrogate.features.structural: search space {space.name!r} has no encoding(s) "
+            f"{', '.join(map(repr, unknown))} (known: {known})"
         )
+    if "proxies" not in given and proxies_cached and features.structural:
+        features = features.model_copy(update={"proxies": tuple(PROXIES)})
     if features.proxies and space.proxy_network() is None:
-        raise SpecError(f"search space {space.name!r} defines no network to score, so it has no zero-cost proxies")
+        raise SpecError(
+            f"surrogate.features.proxies: search space {space.name!r} defines no network to score, so it has no "
+            "zero-cost proxies"
+        )
+    if features.proxies and "structural_weight" not in given:
+        features = features.model_copy(update={"structural_weight": PROXY_STRUCTURAL_WEIGHT})
     return config.model_copy(update={"features": features})

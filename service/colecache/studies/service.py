@@ -186,6 +186,11 @@ class StudyService:
                     raise SpecError(f"spec is from search space {spec.space!r}; this study is in {study.space!r}")
                 if isinstance(spec, CodeSpec) and options.surrogate.features.structural:
                     raise SpecError("this study's surrogate uses structural encodings, so code specs cannot be used")
+                if isinstance(spec, CodeSpec) and options.surrogate.features.proxies:
+                    raise SpecError(
+                        "this study's surrogate uses zero-cost proxies, which run the network, so code specs cannot "
+                        'be used (a study for code specs sets "proxies": [])'
+                    )
                 specs.append(spec)
             except SpecError as exc:
                 errors.append(ItemError(index, str(exc)))

@@ -50,8 +50,8 @@ class FeatureConfig(BaseModel):
         max_length=len(PROXIES),
         description="Zero-cost proxies of each untrained network (`POST /proxies`; fill a space ahead with "
         "`colecache proxies`) appended as a block, each standardised on the observed cells. A study that leaves "
-        "it unset gets all of them (structural weight 1 unless set) when its whole space is scored at creation, "
-        "else none (studies/defaults.py).",
+        "it unset gets all of them when its whole space is scored at creation and it has structural encodings, "
+        "else none; with proxies, an unset structural_weight is 1 (studies/defaults.py).",
     )
     proxy_weight: float = Field(
         8.0,
