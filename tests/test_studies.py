@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import types
 
 import numpy as np
 import pytest
@@ -195,3 +196,29 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
         resolve("einspace", False, proxies=["params"])
     with pytest.raises(SpecError, match=r"^surrogate\.features\.structural: .*no encoding\(s\) 'bogus'"):
         resolve("nb201", False, structural=["bogus"])
+
+
+async def test_a_stored_observation_the_surrogate_cannot_take_is_named_by_observation(services, monkeypatch):
+    """A fit that fails on a stored observation (here: its network's proxies cannot be computed) answers 409
+    naming that observation, not "item i" of the request that happened to trigger the fit."""
+    from colecache.specs import ItemError
+    from colecache.studies.service import UnfittableObservations
+
+    surrogate = {**FAST, "features": {**FAST["features"], "proxies": ["params"]}}
+    study = _study(services, surrogate=surrogate)
+    cells = _cells(4, seed=11)
+    await _observe(services, study, cells)
+    bad = cells[2].to_string()
+
+    async def measure(specs, on_progress=None):
+        reason = "network could not be scored: RuntimeError: boom"
+        raise InvalidSpecs([ItemError(i, reason) for i, s in enumerate(specs) if s.arch.to_string() == bad])
+
+    monkeypatch.setattr(services.studies, "proxies", types.SimpleNamespace(measure=measure))  # a failing scorer
+    with pytest.raises(UnfittableObservations) as info:
+        await _predict(services, study.id, [cells[0].to_string()])
+    stored = {o.arch: o.id for o in services.studies.repo.observations(study.id)}
+    assert info.value.errors == [
+        {"observation_id": stored[bad], "arch": bad, "reason": "network could not be scored: RuntimeError: boom"}
+    ]
+    assert f"observation {stored[bad]}: network could not be scored" in str(info.value)

@@ -18,7 +18,7 @@ from ..embedding.queue import QueueClosed, QueueFull
 from ..pipeline import TruncatedItems
 from ..specs import InvalidSpecs
 from ..studies.repository import ObservationConflict, StudyNotFound
-from ..studies.service import NotEnoughObservations
+from ..studies.service import NotEnoughObservations, UnfittableObservations
 from .responses import FastJSONResponse
 from .schemas import UnstorableInput
 
@@ -146,6 +146,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _conflict(_: Request, exc: ObservationConflict):
         errors = [{"index": c.index, "reason": c.reason} for c in exc.conflicts]
         return error_response(409, f"{exc}; nothing was stored", errors)
+
+    @app.exception_handler(UnfittableObservations)
+    async def _unfittable(_: Request, exc: UnfittableObservations):
+        return error_response(409, str(exc), exc.errors)
 
     @app.exception_handler(NotEnoughObservations)
     async def _not_enough(_: Request, exc: NotEnoughObservations):

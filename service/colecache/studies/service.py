@@ -63,6 +63,20 @@ class NotEnoughObservations(ValueError):
     pass
 
 
+class UnfittableObservations(ValueError):
+    """Stored observations the surrogate cannot take (e.g. a network whose proxies cannot be computed):
+    a problem of the study's data, not of the request that triggered the fit, so it names observations."""
+
+    def __init__(self, records: Sequence[ObservationRecord], invalid: InvalidSpecs):
+        self.errors = [
+            {"observation_id": records[e.index].id, "arch": records[e.index].arch, "reason": e.reason}
+            for e in invalid.errors
+            if e.index is not None
+        ]
+        shown = "; ".join(f"observation {e['observation_id']}: {e['reason']}" for e in self.errors[:5])
+        super().__init__(f"the study's surrogate cannot be fitted on its stored observations: {shown}")
+
+
 @dataclass(frozen=True)
 class ObservationIn:
     spec: Any
@@ -453,8 +467,11 @@ class StudyService:
 
     async def _fit(self, study: StudyRecord, version: int, records: list[ObservationRecord]) -> FittedSurrogate:
         options = StudyOptions.of(study)
-        specs = self.parse_study_specs(study, [r.spec for r in records])
-        cole, struct, proxies, _ = await self._features(study, options, specs)
+        try:
+            specs = self.parse_study_specs(study, [r.spec for r in records])
+            cole, struct, proxies, _ = await self._features(study, options, specs)
+        except InvalidSpecs as exc:  # its item indexes are observations', not the request's
+            raise UnfittableObservations(records, exc) from exc
         # Every observation is a training row, repeats and isomorphic cells included: it ranked better than
         # one mean per class (benchmarks/results/surrogate_eval_repeats.md).
         y = np.array([r.value for r in records])

@@ -346,7 +346,14 @@ async def list_observations(
     response_model=PredictResponse,
     responses={
         **WRITE,
-        **responses(409, 429, described={409: "Fewer than 2 distinct architectures observed"}),
+        **responses(
+            409,
+            429,
+            described={
+                409: "Fewer than 2 distinct architectures observed, or stored observations the surrogate cannot "
+                "take (each named by `observation_id`)"
+            },
+        ),
     },
     dependencies=[Depends(json_body)],
 )
