@@ -172,7 +172,8 @@ class StudyService:
         self._references: dict[tuple[str, str], tuple[float, SpaceReference | None]] = {}
         self._graphs: dict[tuple[str, bool], NeighbourGraph] = {}
         self._graph_proxies: dict[tuple[str, bool], np.ndarray] = {}  # every class's proxies, once all are cached
-        self._proxies_cached: dict[str, float] = {}  # space -> when a check last found some network unscored
+        self._scored_spaces: set[str] = set()  # every network's proxies cached: stays so (values never change)
+        self._unscored_at: dict[str, float] = {}  # space -> when a check last found some network unscored
         self.fit_count = 0
 
     # --- reads -----------------------------------------------------------------------------------
@@ -305,11 +306,10 @@ class StudyService:
         and look up 6,466 keys, off the event loop)."""
         if self.proxies is None or not _enumerable(space_name):
             return False
-        if self._proxies_cached.get(space_name) == float("inf"):
+        if space_name in self._scored_spaces:
             return True
         now = time.monotonic()
-        last_miss = self._proxies_cached.get(space_name)
-        if last_miss is not None and now - last_miss < self.reference_recheck_s:
+        if now - self._unscored_at.get(space_name, -math.inf) < self.reference_recheck_s:
             return False
         space = get_space(space_name)
         if space.proxy_network() is None:
@@ -324,8 +324,11 @@ class StudyService:
         except Exception:  # a plugin whose proxy network does not render: no proxies, not a failed create
             log.exception("space %s: could not check its cached zero-cost proxies", space_name)
             values = None
-        self._proxies_cached[space_name] = float("inf") if values is not None else now
-        return values is not None
+        if values is None:
+            self._unscored_at[space_name] = now
+            return False
+        self._scored_spaces.add(space_name)
+        return True
 
     async def _candidate_reference(
         self, study: StudyRecord, options: StudyOptions, cole: np.ndarray | None, struct: np.ndarray | None
