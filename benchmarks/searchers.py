@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from colecache.proxies import PROXIES
 from colecache.surrogate import FeatureConfig, HeadConfig, Surrogate, SurrogateConfig
+from colecache.surrogate.smoothing import NeighbourGraph, smooth
 from colecache_client import Bananas, Client
 from colecache_client.spaces import get_space
 from colecache_client.types import Observation, ObservationsWritten, Prediction, PredictResult, StudyInfo
@@ -50,8 +52,12 @@ def bananas_cole(
 class LocalStudy:
     """Implements the part of the SDK's `Study` that BANANAS uses, with an in-process surrogate.
 
-    `embeddings` (arch string -> COLE vector) and `reference` (the whole space's vectors) let it
-    reproduce a server study without HTTP, for tuning; structural features are computed here.
+    `embeddings` (arch string or canonical form -> COLE vector), `reference` (the whole space's vectors; with
+    `cells`, one cell string per row), `proxies` (canonical form -> the zero-cost proxies in `PROXIES` order)
+    and `graph` (the space's one-edit class graph, keyed by canonical form, its nodes in `cells` order) let it
+    reproduce a server study without HTTP, for tuning: the same fit, and the same neighbourhood smoothing of
+    the means (std unsmoothed) when `graph` is given and the config's `smoothing` > 0. Structural features
+    are computed here.
     """
 
     surrogate: SurrogateConfig
@@ -59,10 +65,15 @@ class LocalStudy:
     direction: str = "maximize"
     embeddings: dict[str, np.ndarray] | None = None
     reference: np.ndarray | None = None
+    proxies: dict[str, np.ndarray] | None = None
+    graph: NeighbourGraph | None = None
+    cells: list[str] | None = None
     rows: list[tuple[str, float]] = field(default_factory=list)
     fitted_on: int = -1
     model: Surrogate | None = None
+    neighbour_mean: np.ndarray | None = None
     _reference_struct: np.ndarray | None = None
+    _graph_inputs: tuple | None = None
 
     @property
     def info(self) -> StudyInfo:
@@ -83,29 +94,51 @@ class LocalStudy:
             self.rows.append((spec, float(value)))
         return ObservationsWritten(len(items), 0, 0, 0, len(self.rows), len(self.rows))
 
-    def _encode(self, archs: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        cole = np.stack([self.embeddings[a] for a in archs]) if self.surrogate.features.cole else None
-        kinds, space = self.surrogate.features.structural, get_space(self.space)
+    def _canonical(self, arch: str) -> str:
+        space = get_space(self.space)
+        return space.canonical(space.parse(arch))
+
+    def _encode(self, archs: list[str]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        features, space = self.surrogate.features, get_space(self.space)
+        keys = [self._canonical(a) for a in archs] if (features.proxies or features.cole) else []
+        cole = None
+        if features.cole:
+            table = self.embeddings
+            cole = np.stack([table[a] if a in table else table[k] for a, k in zip(archs, keys)])
+        kinds = features.structural
         struct = (
             np.array([np.concatenate([space.encode(space.parse(a), k) for k in kinds]) for a in archs])
             if kinds
             else None
         )
-        return cole, struct
+        proxies = None
+        if features.proxies:
+            columns = [PROXIES.index(name) for name in features.proxies]
+            proxies = np.stack([self.proxies[k] for k in keys])[:, columns]
+        return cole, struct, proxies
 
     def predict(self, specs: list[str]) -> PredictResult:
         if self.fitted_on != len(self.rows):
             archs, values = zip(*self.rows)
-            cole, struct = self._encode(list(archs))
+            cole, struct, proxies = self._encode(list(archs))
             reference = self.reference if self.surrogate.features.reference == "space" else None
             ref_struct = None
             if reference is not None and self.surrogate.features.structural:
                 if self._reference_struct is None:
-                    self._reference_struct = self._encode(list(self.embeddings))[1]
+                    self._reference_struct = self._encode(self.cells or list(self.embeddings))[1]
                 ref_struct = self._reference_struct
-            self.model = Surrogate(self.surrogate).fit(cole, struct, np.array(values), reference, ref_struct)
+            self.model = Surrogate(self.surrogate).fit(cole, struct, np.array(values), reference, ref_struct, proxies)
             self.fitted_on = len(self.rows)
+            self.neighbour_mean = None
+            if self.graph is not None and self.surrogate.smoothing > 0:
+                if self._graph_inputs is None:
+                    self._graph_inputs = self._encode(self.cells)
+                raw, _ = self.model.predict(*self._graph_inputs)
+                self.neighbour_mean = self.graph.neighbour_mean(raw)
         mean, std = self.model.predict(*self._encode(specs))
+        if self.neighbour_mean is not None:
+            nodes = [self.graph.index[self._canonical(s)] for s in specs]
+            mean = smooth(mean, self.neighbour_mean[nodes], self.surrogate.smoothing)
         preds = [Prediction(i, s, float(m), float(d)) for i, (s, m, d) in enumerate(zip(specs, mean, std))]
         return PredictResult("local", len(self.rows), len(self.rows), preds)
 
