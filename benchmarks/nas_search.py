@@ -33,7 +33,6 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import searchers
 from colecache_client.benchmarks import DATASETS, NASLIB_POOLS, NB201Oracle, PoolOracle
-from colecache_client.spaces import get_space
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 METHODS = ("bananas-cole", "bananas-path", "rea", "random")
@@ -82,12 +81,9 @@ def run_one(
     where = {"space": space, "pool": getattr(oracle, "pool", None)}
     bananas = dict(config.get("bananas", {}))
     if method.startswith("bananas") and config.get("acquisition_pool") == "space":
-        # Score every not yet evaluated class of an enumerable space at each step (one cell per class), instead
-        # of mutations of the best: affordable once the space is precomputed. Not uploaded as candidates (a
-        # precomputed space already is the study's reference).
-        sp = get_space(space)
-        where["pool"] = [sp.to_string(a) for a in sp.dedupe(sp.all_cells())]
-        bananas["pool_reference"] = False
+        # Score every not yet evaluated class of the (enumerable) space at each step instead of mutations of the
+        # best: the SDK's `Bananas(whole_space=True)`, affordable once the space is precomputed.
+        bananas["whole_space"] = True
     batch = config.get("batch_size", 10)
     if method == "bananas-cole":
         if url is None:

@@ -182,6 +182,39 @@ def test_bananas_ask_tell_shared_by_two_workers(default_server):
 
 
 @pytest.mark.integration
+def test_whole_space_bananas_scores_every_class_not_yet_taken(default_server):
+    """`whole_space`: after the random start each ask predicts every NB201 class (6,466) not yet observed or
+    pending, in one /predict, and never proposes a taken one; with a pool, or in a space that cannot be
+    enumerated, it is refused up front."""
+
+    def value(arch: str) -> float:
+        ops = SPACE.parse(arch).ops
+        return 50 + 3 * ops.count("nor_conv_3x3") - 2 * ops.count("none")
+
+    structural = {"features": {"cole": False, "structural": ["path"]}, "head": {"epochs": 40}}  # no model needed
+    with Client(default_server.url, timeout=300) as client:
+        study = client.create_study("whole-space", surrogate=structural)
+        search = Bananas(study, seed=0, whole_space=True, initial_samples=4, acquisition="ei")
+        sizes: list[int] = []
+        predict = study.predict
+        study.predict = lambda specs: sizes.append(len(specs)) or predict(specs)  # a spy on the real call
+        taken: set[str] = set()
+        for batch in (4, 3, 3):
+            asked = search.ask(batch)
+            keys = {SPACE.canonical(SPACE.parse(a)) for a in asked}
+            assert len(keys) == batch and not keys & taken
+            taken |= keys
+            for arch in asked:
+                search.tell(arch, value(arch))
+        assert sizes == [6466 - 4, 6466 - 7]  # the random start predicts nothing; then all the rest, each ask
+        with pytest.raises(ValueError, match="either pool or whole_space"):
+            Bananas(study, whole_space=True, pool=[CELLS[0]])
+        nb101 = client.create_study("whole-nb101", space="nb101", surrogate={"head": {"epochs": 40}})
+        with pytest.raises(ValueError, match="'nb101' cannot be enumerated"):
+            Bananas(nb101, whole_space=True)
+
+
+@pytest.mark.integration
 def test_bananas_dispatches_before_results_and_believes_pending_trials(default_server):
     """Asynchronous workers on the default NB201 study: dispatch 10, refill 2, one result, refill 2 more;
     then, with trials still pending, the surrogate phase never re-proposes them and believes them at the
