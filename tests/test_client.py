@@ -102,6 +102,26 @@ def test_retry_after_http_date():
     assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None
 
 
+def test_a_single_spec_where_a_list_belongs_is_a_type_error_before_any_request():
+    """`list()` of a cell string would send one bad spec per character; the SDK says what it wanted instead
+    (nothing listens on port 9: a request would fail with a transport error, not this one)."""
+    cell = CELLS[0]
+    with Client("http://127.0.0.1:9", max_retries=0) as client:
+        calls = {
+            "specs": [
+                lambda: client.embed(cell),
+                lambda: client.proxies(cell),
+                lambda: client.predict("s", cell),
+                lambda: client.predict("s", {"code": "class Net: ..."}),
+            ],
+            "candidates": [lambda: client.set_candidates("s", cell), lambda: client.create_study("x", candidates=cell)],
+        }
+        for what, group in calls.items():
+            for call in group:
+                with pytest.raises(TypeError, match=rf"^{what} is a list of specs; wrap a single one in a list"):
+                    call()
+
+
 # --- acquisition ---------------------------------------------------------------------------------
 def test_acquisition_functions():
     rng = random.Random(0)
@@ -207,6 +227,8 @@ def test_whole_space_bananas_scores_every_class_not_yet_taken(default_server):
             for arch in asked:
                 search.tell(arch, value(arch))
         assert sizes == [6466 - 4, 6466 - 7]  # the random start predicts nothing; then all the rest, each ask
+        with pytest.raises(TypeError, match=r"^pool is a list of specs"):
+            Bananas(study, pool=CELLS[0])
         with pytest.raises(ValueError, match="either pool or whole_space"):
             Bananas(study, whole_space=True, pool=[CELLS[0]])
         nb101 = client.create_study("whole-nb101", space="nb101", surrogate={"head": {"epochs": 40}})

@@ -89,14 +89,16 @@ def test_study_errors_are_clear_4xx(default_server):
         assert client.post("/studies", json={"name": "x", "space": "nb999"}).status_code == 422
         assert client.post("/studies", json={"name": "x", "embedder": {"layer": 50}}).status_code == 422
         assert client.post("/studies", json={"name": "x", "surrogate": {"head": {"kind": "xgb"}}}).status_code == 422
-        for field in ("structural", "proxies"):  # a list field given one name: the reason says "list", not "tuple"
-            single = client.post("/studies", json={"name": "x", "surrogate": {"features": {field: "path"}}})
+        # A list field given one value: the reason says what to send (pydantic says "valid tuple" / "valid list").
+        for field, body in (
+            ("surrogate.features.structural", {"surrogate": {"features": {"structural": "path"}}}),
+            ("surrogate.features.proxies", {"surrogate": {"features": {"proxies": "synflow"}}}),
+            ("candidates", {"candidates": cell}),
+        ):
+            single = client.post("/studies", json={"name": "x", **body})
             assert single.status_code == 422, single.text
             assert single.json()["errors"] == [
-                {
-                    "field": f"body.surrogate.features.{field}",
-                    "reason": 'Input should be a list (a JSON array), e.g. ["a", "b"]',
-                }
+                {"field": f"body.{field}", "reason": 'Input should be a list (a JSON array), e.g. ["a", "b"]'}
             ]
         assert client.delete(f"/studies/{sid}").status_code == 204
         assert client.get(f"/studies/{sid}").status_code == 404

@@ -72,6 +72,19 @@ def decode_vector(value: str | list[float]) -> list[float]:
     return floats.tolist()
 
 
+def spec_list(specs: Any, what: str = "specs") -> list[Any]:
+    """`specs` as a list. One spec (a string or a dict) where a list belongs is a TypeError naming `what`:
+    `list()` of a cell string would otherwise send one bad spec per character (a 422 with ~90 errors)."""
+    if isinstance(specs, (str, bytes, dict)):
+        raise TypeError(f"{what} is a list of specs; wrap a single one in a list: [{_short(specs)}]")
+    return list(specs)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), max(size, 1))]
 
@@ -85,10 +98,11 @@ PROXY_COST = 4.0
 
 
 def proxies(specs: Sequence[Any], space: str) -> Plan:
+    specs = spec_list(specs)  # before any request
     limit = yield ChunkLimit()
     items: list[ProxyItem] = []
     body: dict[str, Any] = {"proxies": [], "log10_scaled": [], "fingerprint": {}}
-    for part in chunks(list(specs), limit):
+    for part in chunks(specs, limit):
         body = yield Call(
             "POST",
             "/proxies",
@@ -105,10 +119,11 @@ def proxies(specs: Sequence[Any], space: str) -> Plan:
 def embed(
     specs: Sequence[Any], space: str, render: dict | None, embedder: dict | None, encoding: str = "base64"
 ) -> Plan:
+    specs = spec_list(specs)  # before any request
     limit = yield ChunkLimit()
     items: list[EmbedItem] = []
     dim, fingerprint = 0, {}
-    for part in chunks(list(specs), limit):
+    for part in chunks(specs, limit):
         body = yield Call(
             "POST",
             "/embed",
@@ -147,7 +162,11 @@ def create_study(body: dict[str, Any]) -> Plan:
 
 
 def set_candidates(study_id: str, specs: Sequence[Any] | None) -> Plan:
-    body = yield Call("PUT", f"/studies/{study_id}/candidates", json={"specs": None if specs is None else list(specs)})
+    body = yield Call(
+        "PUT",
+        f"/studies/{study_id}/candidates",
+        json={"specs": None if specs is None else spec_list(specs, "candidates")},
+    )
     return body["version"]
 
 
@@ -214,10 +233,11 @@ def observations(study_id: str, page: int = 1000) -> Plan:
 
 
 def predict(study_id: str, specs: Sequence[Any]) -> Plan:
+    specs = spec_list(specs)  # before any request
     limit = yield ChunkLimit()
     predictions: list[Prediction] = []
     body: dict[str, Any] = {}
-    for part in chunks(list(specs), limit):
+    for part in chunks(specs, limit):
         body = yield Call(
             "POST", f"/studies/{study_id}/predict", json={"specs": list(part)}, items=len(part), resend_on_timeout=False
         )

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._plans import spec_list
 from .client import Study
 from .spaces import get_space
 from .types import ObservationsWritten
@@ -147,7 +148,7 @@ class Bananas:
             self.pool = {self.space.canonical(a): a for a in self.space.dedupe(self.space.all_cells())}
         elif pool is not None:
             self.pool = {}
-            for arch in self.space.parse_many(list(pool)):
+            for arch in self.space.parse_many(spec_list(pool, "pool")):
                 self.pool.setdefault(self.space.canonical(arch), arch)
             upload = getattr(study, "set_candidates", None)
             if upload is not None and pool_reference:

@@ -295,7 +295,7 @@ class Client(_Base):
             "render": render,
             "embedder": embedder,
             "surrogate": surrogate,
-            "candidates": None if candidates is None else list(candidates),
+            "candidates": None if candidates is None else _plans.spec_list(candidates, "candidates"),
         }
         return Study(self, self._run(_plans.create_study(body)))
 
@@ -537,7 +537,7 @@ class AsyncClient(_Base):
             "render": render,
             "embedder": embedder,
             "surrogate": surrogate,
-            "candidates": None if candidates is None else list(candidates),
+            "candidates": None if candidates is None else _plans.spec_list(candidates, "candidates"),
         }
         return await self._run(_plans.create_study(body))
 

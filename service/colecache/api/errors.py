@@ -92,7 +92,7 @@ def validation_errors(raw: list[dict]) -> list[dict]:
             located = [((*loc, *where), reason) for where, reason in cause.problems]
         else:
             reason = str(err.get("msg", "invalid"))
-            if err.get("type") == "tuple_type":  # JSON has no tuples: say what to send
+            if err.get("type") in ("tuple_type", "list_type"):  # JSON has no tuples: say what to send
                 reason = 'Input should be a list (a JSON array), e.g. ["a", "b"]'
             if err.get("type") == "json_invalid":  # loc is ('body', character offset), not a field
                 reason = f"{reason} at character {loc[-1]}: {cause}" if len(loc) > 1 else reason
