@@ -93,6 +93,10 @@ def grid(
     candidates: Annotated[list[int] | None, typer.Option(help="Candidates per ask (default 100 300).")] = None,
     max_edits: Annotated[list[int] | None, typer.Option(help="Mutation radii (default 1 2).")] = None,
     initial: Annotated[list[int] | None, typer.Option(help="Initial random samples (default 10).")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="`mutations` of the best (default) and/or the whole `space` (Bananas(whole_space=True))."),
+    ] = None,
     from_cache: Annotated[
         bool, typer.Option(help="COLE vectors, proxies and the class graph from the service's cache.")
     ] = False,
@@ -109,6 +113,9 @@ def grid(
         data = np.load(embeddings)
         vectors = {a: v for a, v in zip(data["arch"].tolist(), data["vectors"])}
         reference = data["vectors"]
+    for name in scope or ():
+        if name not in ("mutations", "space"):
+            raise typer.BadParameter(f"--scope is mutations or space, not {name!r}")
     settings = [
         {"batch_size": b, "acquisition": a, "candidates": c, "max_edits": e, "initial_samples": i}
         for b, a, c, e, i in itertools.product(
@@ -119,6 +126,10 @@ def grid(
             initial or (10,),
         )
     ]
+    if "space" in (scope or ()):  # candidates and radius mean nothing there: one setting per batch x acquisition
+        whole = {(s["batch_size"], s["acquisition"], s["initial_samples"]): s for s in settings}
+        whole = [{**s, "candidates": "space", "max_edits": "-", "whole_space": True} for s in whole.values()]
+        settings = whole + (settings if "mutations" in scope else [])
     oracle_opt = NB201Oracle(dataset).optimum
     rows = []
     for setting in tqdm(settings, desc="settings"):
@@ -129,6 +140,8 @@ def grid(
                 config, embeddings=vectors, reference=reference, proxies=proxies, graph=graph, cells=cells
             )
             params = {k: v for k, v in setting.items() if k != "batch_size"}
+            if params.get("whole_space"):
+                params = {k: v for k, v in params.items() if k not in ("candidates", "max_edits")}
             result = Bananas(study, seed=seed, **params).run(oracle, budget, setting["batch_size"])
             values = [v for _, v in result.history]
             reach.append(evals_to(values, 0.99 * oracle_opt, budget))
