@@ -1,7 +1,7 @@
 """Run a BANANAS loop against a colecache server, on NAS-Bench-201 as a lookup-table 'trainer'.
 
     pip install ./client
-    python client/examples/bananas_nb201.py --url http://localhost:8000 --dataset cifar100 --budget 60
+    python client/examples/bananas_nb201.py --url http://localhost:8000 --dataset cifar100 --budget 60 [--whole-space]
 
 The NB201 table is looked for in --data, else $COLECACHE_NB201_DATA, else ../shared/data/nb201 beside
 a source checkout, else ~/.local/share/colecache/nb201 (never relative to the current directory).
@@ -37,6 +37,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--whole-space",
+        action="store_true",
+        help="score every NB201 class at each step instead of mutations of the best (the best measured search; "
+        "precompute the server's space first: colecache precompute --space nb201)",
+    )
     args = parser.parse_args()
 
     if args.synthetic:
@@ -57,7 +63,7 @@ def main() -> None:
         client.wait_ready()
         name = "synthetic_score" if evaluate is synthetic else f"{args.dataset}_test_acc"
         study = client.create_study(f"example-{args.dataset}-seed{args.seed}", objective=name)
-        search = Bananas(study, seed=args.seed)
+        search = Bananas(study, seed=args.seed, whole_space=args.whole_space)
 
         def report(arch: str, value: float) -> None:
             print(f"{len(search.observed):4d}  {value:7.3f}  best {search.best()[1]:7.3f}  {arch}", flush=True)
