@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+import reprlib
 import sys
 from array import array
 from collections.abc import Callable, Generator, Sequence
@@ -76,13 +77,12 @@ def spec_list(specs: Any, what: str = "specs") -> list[Any]:
     """`specs` as a list. One spec (a string or a dict) where a list belongs is a TypeError naming `what`:
     `list()` of a cell string would otherwise send one bad spec per character (a 422 with ~90 errors)."""
     if isinstance(specs, (str, bytes, dict)):
-        raise TypeError(f"{what} is a list of specs; wrap a single one in a list: [{_short(specs)}]")
+        raise TypeError(f"{what} is a list of specs; wrap a single one in a list: [{_SHORT.repr(specs)}]")
     return list(specs)
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
