@@ -37,7 +37,8 @@ from typing import Annotated
 import numpy as np
 import typer
 from colecache.benchdata import DATASETS, NB201Table, load_nb201
-from colecache.proxies import PROXIES
+from colecache.proxies import PROXIES, PROXY_VERSION
+from colecache.proxies.measure import plan_for
 from colecache.surrogate import FeatureConfig, Surrogate, SurrogateConfig
 from scipy import stats
 from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, Inputs, representatives
@@ -253,6 +254,7 @@ def main(
     import warnings
 
     import torch
+    from colecache.settings import get_settings
     from colecache_client.benchmarks import find_nb201_dir
     from tqdm import tqdm
 
@@ -292,6 +294,8 @@ def main(
     summary = summarise(rows)
     wall = time.time() - started
 
+    settings = get_settings()
+    plan = plan_for("nb201", settings.proxy_batch_size, inputs=settings.proxy_inputs)
     lines = [
         "# Zero-cost proxies on NAS-Bench-201",
         "",
@@ -301,10 +305,11 @@ def main(
         f"{threads}. Date: {_dt.date.today().isoformat()}. Wall time of this run: {wall / 60:.1f} min (fits only "
         "when the rows were resumed).",
         "",
-        "Proxies: `POST /proxies` / `colecache proxies` (proxy suite `zc/1`): each class's network built from its "
-        "rendered code (NB201 macro network, 16 channels, 5 cells per stage, untrained, seed 0), scored on 16 "
-        "seeded Gaussian 3x32x32 inputs with random labels (no data). Accuracies: NB201 200-epoch test accuracy "
-        "(CIFAR-10: trained on train+val).",
+        f"Proxies: `POST /proxies` / `colecache proxies` (proxy suite `{PROXY_VERSION}`): each class's network built "
+        "from its rendered code (NB201 macro network, 16 channels, 5 cells per stage, untrained, seed 0), scored on "
+        f"{plan.batch_size} seeded {plan.inputs} 3x32x32 inputs (synthetic; `{plan.inputs}`: see "
+        "[proxy_inputs.md](proxy_inputs.md)) with random labels (no data). Accuracies: NB201 200-epoch test "
+        "accuracy (CIFAR-10: trained on train+val).",
         "",
         "## 1. Each proxy alone: Spearman rho with test accuracy",
         "",

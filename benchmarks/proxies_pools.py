@@ -53,13 +53,18 @@ def main(
     out: Annotated[Path, typer.Option()] = RESULTS / "proxies_pools.md",
 ) -> None:
     """Score NASLib's NB101 / DARTS subsets with our proxies; compare with accuracy and NASLib's values."""
+    from colecache.proxies import PROXY_VERSION
+    from colecache.settings import get_settings
+
+    settings = get_settings()
     lines = [
         "# Zero-cost proxies on NASLib's NB101 and DARTS subsets",
         "",
         f"Command: `COLECACHE_DATA_DIR=<cache dir> python benchmarks/proxies_pools.py --workers {workers}`",
         "",
         f"Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU. "
-        f"Date: {_dt.date.today().isoformat()}. Proxy suite `zc/1`: 16 seeded Gaussian inputs, random labels, "
+        f"Date: {_dt.date.today().isoformat()}. Proxy suite `{PROXY_VERSION}`: {settings.proxy_batch_size} seeded "
+        f"{settings.proxy_inputs} inputs (synthetic), random labels, "
         "untrained networks (NB101 at a 16-channel stem; DARTS C=16, 8 cells). NASLib computed theirs on real "
         "CIFAR batches with the full-size networks. Spearman rho; NASLib's `nwot` is NASWOT (absent for NB101).",
         "",

@@ -458,6 +458,8 @@ def test_default_studies_take_the_proxies_once_the_whole_space_is_scored(tmp_pat
 
         assert _references(server)["toyenum"]["proxies"]["cached"] is False  # /info says so, with the command
         assert _references(server)["toyenum"]["proxies"]["command"] == "colecache proxies --space toyenum"
+        suite = _references(server)["toyenum"]["proxies"]["suite"]
+        assert suite["id"].startswith("zc/2:toyenum:") and suite["inputs"] == "power_law" and suite["batch_size"] > 1
         assert len(client.proxies(cells[10:], space="toyenum").items) == 10
         time.sleep(1.5)  # the server's recheck interval for a space found unscored
         deadline = time.monotonic() + 60

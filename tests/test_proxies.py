@@ -13,7 +13,7 @@ import pytest
 import torch
 from colecache.proxies import PROXIES, stored_value
 from colecache.proxies.measure import plan_for
-from colecache.proxies.zero_cost import ProxyInputs, compute_proxies
+from colecache.proxies.zero_cost import ProxyInputs, compute_proxies, power_law_noise
 from colecache_client.spaces import get_space
 from torch import nn
 
@@ -86,6 +86,38 @@ def test_scores_are_reproducible_finite_and_seeded():
     assert other_seed["params"] == first["params"] and other_seed["naswot"] != first["naswot"]
 
 
+def test_power_law_inputs_are_standardised_spatially_correlated_and_colour_correlated():
+    x = ProxyInputs((3, 32, 32), 10, batch_size=64, seed=0).batch(torch.Generator().manual_seed(1))
+    white = ProxyInputs((3, 32, 32), 10, batch_size=64, seed=0, kind="gaussian").batch(torch.Generator().manual_seed(1))
+    assert x.shape == white.shape == (64, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.allclose(x.mean(dim=(2, 3)), torch.zeros(64, 3), atol=1e-5)
+    assert torch.allclose(x.std(dim=(2, 3)), torch.ones(64, 3), atol=1e-4)
+
+    def neighbour_correlation(t):  # horizontally adjacent pixels
+        return float(torch.corrcoef(torch.stack([t[..., :-1].flatten(), t[..., 1:].flatten()]))[0, 1])
+
+    assert neighbour_correlation(x) > 0.8 and abs(neighbour_correlation(white)) < 0.05
+    red, green = x[:, 0].flatten(), x[:, 1].flatten()
+    assert float(torch.corrcoef(torch.stack([red, green]))[0, 1]) > 0.8  # a shared luminance field
+    # Seeded, and any number of spatial axes; inputs without one (a flat vector) fall back to white noise.
+    again = ProxyInputs((3, 32, 32), 10, batch_size=64, seed=0).batch(torch.Generator().manual_seed(1))
+    assert torch.equal(x, again)
+    assert power_law_noise((2, 4, 50), torch.Generator().manual_seed(0)).shape == (2, 4, 50)
+    assert ProxyInputs((7,), 2, batch_size=3).batch(torch.Generator().manual_seed(0)).shape == (3, 7)
+    with pytest.raises(ValueError, match="unknown proxy input kind 'photos'"):
+        ProxyInputs((3, 32, 32), 10, kind="photos")
+
+
+def test_the_input_kind_changes_the_scores_that_see_inputs_only():
+    white = compute_proxies(_tiny(CELL), ProxyInputs((3, 16, 16), 10, batch_size=8, seed=0, kind="gaussian"))
+    natural = compute_proxies(_tiny(CELL), INPUTS)
+    assert INPUTS.kind == "power_law"  # the default
+    for name in ("params", "flops", "synflow"):  # no input batch (synflow feeds all-ones)
+        assert white[name] == natural[name], name
+    for name in ("naswot", "jacov", "snip", "grad_norm"):
+        assert white[name] != natural[name], name
+
+
 def test_a_network_cut_off_from_its_input_has_undefined_input_scores_not_an_error():
     out = compute_proxies(_tiny(DEAD), INPUTS)
     assert math.isnan(out["jacov"])
@@ -122,8 +154,13 @@ def test_the_key_covers_everything_that_shapes_the_scores():
         plan_for("nb201", 32, 0).fingerprint["id"],
         plan_for("nb201", 16, 1).fingerprint["id"],
         plan_for("darts", 16, 0).fingerprint["id"],
+        plan_for("nb201", 16, 0, "gaussian").fingerprint["id"],
     }
-    assert len(ids) == 4
+    assert len(ids) == 5
+    assert plan_for("nb201").fingerprint["inputs"] == "power_law" and plan_for("nb201").batch_size == 16
+    # Values scored before the input kind was a setting (suite zc/1, Gaussian) keep their keys.
+    assert plan_for("nb201", 16, 0, "gaussian").fingerprint["id"] == "zc/1:nb201:632828c88ca380035ca48f52"
+    assert plan_for("nb201").fingerprint["id"].startswith("zc/2:nb201:")
     assert plan_for("nb201").fingerprint["network"]["constructor"] == "Network(channels=16, cells_per_stage=5)"
 
 

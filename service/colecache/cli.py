@@ -351,7 +351,7 @@ def proxies(
     if workers is not None:
         settings = settings.model_copy(update={"proxy_workers": workers})
     try:
-        plan = plan_for(space, settings.proxy_batch_size)
+        plan = plan_for(space, settings.proxy_batch_size, inputs=settings.proxy_inputs)
         archs = _read_archs(space, archs_file) if archs_file else list(get_space(space).all_cells())
     except NotImplementedError as exc:
         typer.echo(f"cannot score {space}: {exc} (give --archs FILE for spaces that cannot be enumerated)", err=True)
@@ -364,7 +364,7 @@ def proxies(
     specs = list({canonical(a): ArchSpec(space, a) for a in chosen}.values())
     typer.echo(
         f"proxies {space}: {len(chosen)} architectures, {len(specs)} networks (one per isomorphism class; "
-        f"{plan.network.constructor}, batch {plan.batch_size}, "
+        f"{plan.network.constructor}, {plan.inputs} inputs, batch {plan.batch_size}, "
         f"{settings.proxy_workers} worker(s)); cache: {_store_name(settings.resolved_database_url)}",
         err=True,
     )

@@ -112,7 +112,12 @@ class Settings(BaseSettings):
         16,
         ge=2,
         le=1024,
-        description="Gaussian inputs per scored network (naswot, jacov, snip, grad_norm); enters the proxy key.",
+        description="Synthetic inputs per scored network (naswot, jacov, snip, grad_norm); enters the proxy key.",
+    )
+    proxy_inputs: Literal["power_law", "gaussian"] = Field(
+        "power_law",
+        description="What the proxies' input batch is: `power_law` noise (spatially correlated like natural images; "
+        "naswot ranks NB201 as on real CIFAR) or white `gaussian` noise; enters the proxy key.",
     )
 
     # --- request limits ----------------------------------------------------------------------

@@ -133,7 +133,9 @@ async def open_stores(settings: Settings) -> TieredCache:
 
 
 def make_proxy_measurer(settings: Settings, cache: TieredCache) -> ProxyMeasurer:
-    return ProxyMeasurer(cache, workers=settings.proxy_workers, batch_size=settings.proxy_batch_size)
+    return ProxyMeasurer(
+        cache, workers=settings.proxy_workers, batch_size=settings.proxy_batch_size, inputs=settings.proxy_inputs
+    )
 
 
 def default_embed_options(settings: Settings) -> EmbedOptions:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 
 # Bump when a formula, an input or the stored scale changes: it is part of every cached value's key.
-PROXY_VERSION = "zc/1"
+# zc/2: the input batch is a setting (power-law noise by default) and enters the key. zc/1 scored white
+# Gaussian inputs with the same formulas; a plan with Gaussian inputs keeps zc/1's keys (measure.ProxyPlan).
+PROXY_VERSION = "zc/2"
+GAUSSIAN_VERSION = "zc/1"
 PROXIES: tuple[str, ...] = ("params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm")
 # Stored (and used) as signed log10(1 + |v|): these span orders of magnitude (synflow passes 1e37,
 # beyond what float32 holds). Monotone, so rank correlations are those of the raw scores.
@@ -24,4 +27,4 @@ def stored_value(name: str, raw: float) -> float:
     return raw
 
 
-__all__ = ["LOG_SCALED", "PROXIES", "PROXY_VERSION", "stored_value"]
+__all__ = ["GAUSSIAN_VERSION", "LOG_SCALED", "PROXIES", "PROXY_VERSION", "stored_value"]

@@ -3,8 +3,8 @@ tiers -> worker processes -> values, in request order.
 
 Values are cached exactly like embeddings (same tiers, same float32 bytes, one row per network):
 the key is `cache_key(<proxy fingerprint>, renderer version, code)`, and the fingerprint covers the
-proxy suite version, the constructor, the input shape, the class count, the batch size and the
-seed. Architectures are always rendered canonically (isomorphic networks score alike; NB201:
+proxy suite version, the constructor, the input shape, the class count, the input kind, the batch
+size and the seed. Architectures are always rendered canonically (isomorphic networks score alike; NB201:
 6,466 networks for 15,625 cells). Networks run in worker processes, one torch thread each: a
 network that crashes or hangs its worker fails its item (422), never the server.
 """
@@ -29,7 +29,7 @@ from ..cache.record import EmbeddingRecord
 from ..cache.singleflight import SingleFlight
 from ..cache.tiered import TieredCache
 from ..specs import ArchSpec, InvalidSpecs, ItemError, Spec
-from . import PROXIES, PROXY_VERSION, stored_value
+from . import GAUSSIAN_VERSION, PROXIES, PROXY_VERSION, stored_value
 
 COMPUTED = "computed"
 
@@ -42,28 +42,34 @@ class ProxyPlan:
     network: ProxyNetwork
     batch_size: int
     seed: int
+    inputs: str = "power_law"
 
     @cached_property
     def fingerprint(self) -> dict:
+        # Gaussian inputs are what zc/1 scored, with the same formulas: its keys (no `inputs` field) stay valid.
+        version, inputs = (
+            (GAUSSIAN_VERSION, {}) if self.inputs == "gaussian" else (PROXY_VERSION, {"inputs": self.inputs})
+        )
         spec = {
             "kind": "zero-cost-proxies",
-            "version": PROXY_VERSION,
+            "version": version,
             "proxies": list(PROXIES),
             "space": self.space,
             "network": self.network.describe(),
+            **inputs,
             "batch_size": self.batch_size,
             "seed": self.seed,
         }
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-        return {"id": f"{PROXY_VERSION}:{self.space}:{digest}", **spec}
+        return {"id": f"{version}:{self.space}:{digest}", **spec}
 
 
-def plan_for(space_name: str, batch_size: int = 16, seed: int = 0) -> ProxyPlan:
+def plan_for(space_name: str, batch_size: int = 16, seed: int = 0, inputs: str = "power_law") -> ProxyPlan:
     """The proxy plan of a space; SpecError (-> 422) when the space defines no proxy network."""
     network = get_space(space_name).proxy_network()
     if network is None:
         raise SpecError(f"search space {space_name!r} defines no network to score (SearchSpace.proxy_network)")
-    return ProxyPlan(space_name, network, batch_size, seed)
+    return ProxyPlan(space_name, network, batch_size, seed, inputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,7 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _score(code: str, helper: str, network: ProxyNetwork, batch_size: int, seed: int) -> list[float]:
+def _score(code: str, helper: str, network: ProxyNetwork, batch_size: int, seed: int, kind: str) -> list[float]:
     """Worker process: build the network from its code and score it (stored scale, PROXIES order)."""
     import torch
     import torch.nn.functional as F
@@ -102,7 +108,7 @@ def _score(code: str, helper: str, network: ProxyNetwork, batch_size: int, seed:
         exec(compile(code, "<architecture>", "exec"), namespace)
         return eval(network.constructor, namespace)
 
-    inputs = ProxyInputs(tuple(network.input_shape), network.num_classes, batch_size, seed)
+    inputs = ProxyInputs(tuple(network.input_shape), network.num_classes, batch_size, seed, kind)
     raw = compute_proxies(build, inputs)
     return [stored_value(name, raw[name]) for name in PROXIES]
 
@@ -114,18 +120,25 @@ class ProxyMeasurer:
     to build or run, and SpecError for a space without a proxy network."""
 
     def __init__(
-        self, cache: TieredCache, workers: int = 1, batch_size: int = 16, seed: int = 0, commit_every: int = 32
+        self,
+        cache: TieredCache,
+        workers: int = 1,
+        batch_size: int = 16,
+        seed: int = 0,
+        commit_every: int = 32,
+        inputs: str = "power_law",
     ):
         self.cache = cache
         self.workers = workers
         self.batch_size = batch_size
         self.seed = seed
+        self.inputs = inputs
         self.commit_every = commit_every
         self._pool: ProcessPoolExecutor | None = None
         self._flight: SingleFlight[bytes, np.ndarray | Exception] = SingleFlight()
 
     def plan(self, space_name: str) -> ProxyPlan:
-        return plan_for(space_name, self.batch_size, self.seed)
+        return plan_for(space_name, self.batch_size, self.seed, self.inputs)
 
     def jobs(self, specs: Sequence[Spec]) -> tuple[list[ProxyJob], ProxyPlan | None]:
         """Spec -> canonical proxy-network code -> key; every bad item named at once."""
@@ -208,7 +221,9 @@ class ProxyMeasurer:
         pool = self._executor()
         futures = {
             asyncio.ensure_future(
-                loop.run_in_executor(pool, _score, j.code, j.helper, plan.network, plan.batch_size, plan.seed)
+                loop.run_in_executor(
+                    pool, _score, j.code, j.helper, plan.network, plan.batch_size, plan.seed, plan.inputs
+                )
             ): j
             for j in jobs
         }

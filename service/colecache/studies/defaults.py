@@ -24,7 +24,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     - unset proxies become all of `PROXIES` when `proxies_cached` (every network of the space is scored
       already: `colecache proxies --space ...`) and the study has structural encodings (one without is
       a study for code specs, which have no network to score). Measured on NB201 (issue-10 protocol, 20
-      draws, n = 128): Kendall tau 0.761 / 0.749 / 0.727 against 0.720 / 0.711 / 0.668 without
+      draws, n = 128): Kendall tau 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668 without
       (benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
       server would spend ~0.5 s of CPU per network it is asked to predict;
     - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`.

@@ -126,15 +126,22 @@ class ReferenceCheck:
 
 async def _proxies_status(services: Services, name: str, space: SearchSpace) -> dict[str, Any]:
     """Whether a default study created now takes the zero-cost proxies (every network of the space scored)."""
-    if services.studies is None or space.proxy_network() is None:
+    if services.studies is None or services.proxies is None or space.proxy_network() is None:
         return {"cached": None, "command": None, "detail": "this space has no zero-cost proxies"}
     cached = await services.studies.space_proxies_cached(name)
+    plan = services.proxies.plan(name)
     detail = (
         "every network is scored: default studies created now take the zero-cost proxies"
         if cached
         else "some network is not scored: default studies created now go without zero-cost proxies"
     )
-    return {"cached": cached, "command": f"colecache proxies --space {name}", "detail": detail}
+    return {
+        "cached": cached,
+        "command": f"colecache proxies --space {name}",
+        # Which proxy values count: after an upgrade that changes the suite, older values are not read.
+        "suite": {"id": plan.fingerprint["id"], "inputs": plan.inputs, "batch_size": plan.batch_size},
+        "detail": detail,
+    }
 
 
 def _enumerable_spaces() -> dict[str, SearchSpace]:

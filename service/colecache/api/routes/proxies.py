@@ -42,9 +42,10 @@ async def proxies(
     measurer: ProxyMeasurer = Depends(get_proxies),
 ):
     """Each network is built from its rendered code (the space's proxy network, canonical class) and
-    scored untrained on seeded Gaussian inputs: about a second per uncached NB201 network per worker, so
-    fill a whole space ahead with `colecache proxies`. `params`, `flops`, `synflow`, `snip` and `grad_norm`
-    are given as signed log10(1 + |v|); null where a score is undefined for that network."""
+    scored untrained on seeded synthetic inputs (`COLECACHE_PROXY_INPUTS`): about a second per uncached
+    NB201 network per worker, so fill a whole space ahead with `colecache proxies`. `params`, `flops`,
+    `synflow`, `snip` and `grad_norm` are given as signed log10(1 + |v|); null where a score is undefined
+    for that network."""
     check_item_count(len(body.specs), services)
     specs = parse_specs(body.specs, body.space, services.settings.max_code_chars)
     outcome = await measurer.measure(specs)
