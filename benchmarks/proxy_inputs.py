@@ -166,7 +166,7 @@ def main(
         f"Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU, one torch "
         f"thread per worker. Date: {_dt.date.today().isoformat()}. Wall time: {(time.time() - started) / 60:.1f} min.",
         "",
-        f"Cells: every {stride}-th of NASLib's NB201 cells (sorted cell strings), each scored as the service scores "
+        f"Cells: one in {stride} of NASLib's NB201 cells (sorted cell strings), each scored as the service scores "
         "it (canonical class, NB201 macro network, 16 channels, 5 cells per stage, untrained, seed 0). Spearman rho "
         "with the 200-epoch test accuracy (CIFAR-10: train+val), and with NASLib's `nwot` (NASWOT on real batches "
         "of that dataset). `gaussian@B`: B white N(0, 1) images; `power_law@B^a`: B images of 1/f^a noise; "

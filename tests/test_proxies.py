@@ -160,6 +160,7 @@ def test_the_key_covers_everything_that_shapes_the_scores():
     assert plan_for("nb201").fingerprint["inputs"] == "power_law" and plan_for("nb201").batch_size == 16
     # Values scored before the input kind was a setting (suite zc/1, Gaussian) keep their keys.
     assert plan_for("nb201", 16, 0, "gaussian").fingerprint["id"] == "zc/1:nb201:632828c88ca380035ca48f52"
+    assert plan_for("nb201", 16, 0, "gaussian").fingerprint["inputs"] == "gaussian"  # named, outside the hash
     assert plan_for("nb201").fingerprint["id"].startswith("zc/2:nb201:")
     assert plan_for("nb201").fingerprint["network"]["constructor"] == "Network(channels=16, cells_per_stage=5)"
 

@@ -132,7 +132,7 @@ class Bananas:
         pending (one per isomorphism class; enumerable spaces only, e.g. NB201's 6,466 classes: one
         `/predict` per ask, about 1 s with the refit on a 2-core server whose space is precomputed) instead
         of mutations of the best. Measured on NB201 CIFAR-100 (default study on a scored server, EI, batches
-        of 10, 30 seeds): 39.0 queries to the optimum on average against 59.6 with mutations and Thompson
+        of 10, 30 seeds): 41.1 queries to the optimum on average against 59.6 with mutations and Thompson
         sampling (benchmarks/results/search/nb201_c100_space/search.md; smaller, not significant gains on
         CIFAR-10 and ImageNet16-120).
         Raises ValueError with `pool`, or for a space that cannot be enumerated.

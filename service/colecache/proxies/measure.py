@@ -61,7 +61,8 @@ class ProxyPlan:
             "seed": self.seed,
         }
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-        return {"id": f"{version}:{self.space}:{digest}", **spec}
+        # Every answer names its inputs, zc/1's too (outside the hash, which must stay zc/1's).
+        return {"id": f"{version}:{self.space}:{digest}", **spec, "inputs": self.inputs}
 
 
 def plan_for(space_name: str, batch_size: int = 16, seed: int = 0, inputs: str = "power_law") -> ProxyPlan:
