@@ -104,6 +104,10 @@ def test_power_law_inputs_are_standardised_spatially_correlated_and_colour_corre
     assert torch.equal(x, again)
     assert power_law_noise((2, 4, 50), torch.Generator().manual_seed(0)).shape == (2, 4, 50)
     assert ProxyInputs((7,), 2, batch_size=3).batch(torch.Generator().manual_seed(0)).shape == (3, 7)
+    one_pixel = ProxyInputs((3, 1, 1), 2, batch_size=3).batch(torch.Generator().manual_seed(0))
+    assert one_pixel.shape == (3, 3, 1, 1) and torch.isfinite(one_pixel).all()  # white, not 0/0
+    with pytest.raises(ValueError, match="spatial extent"):
+        power_law_noise((2, 3, 1, 1), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="unknown proxy input kind 'photos'"):
         ProxyInputs((3, 32, 32), 10, kind="photos")
 

@@ -34,6 +34,7 @@ Sources (formulas, not code):
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -65,8 +66,8 @@ class ProxyInputs:
     def batch(self, generator: torch.Generator) -> torch.Tensor:
         """(batch_size, *input_shape) float32 inputs drawn from `generator`."""
         shape = (self.batch_size, *self.input_shape)
-        if self.kind == "gaussian" or len(self.input_shape) < 2:
-            return torch.randn(shape, generator=generator)  # no spatial axes: 1/f has no meaning
+        if self.kind == "gaussian" or math.prod(self.input_shape[1:]) < 2:
+            return torch.randn(shape, generator=generator)  # no spatial extent: 1/f has no meaning
         return power_law_noise(shape, generator)
 
 
@@ -77,8 +78,11 @@ def power_law_noise(
     Fourier amplitudes are divided by the radial frequency (floored at one cycle per input) to the power
     `exponent`, a luminance field
     shared by all channels plus 0.3 x a field of each channel's own (colour channels of natural images are
-    strongly correlated), then each image's channel standardised to mean 0 and std 1. float32."""
+    strongly correlated), then each image's channel standardised to mean 0 and std 1. float32.
+    ValueError when the spatial axes hold fewer than 2 elements (no spectrum to shape)."""
     batch, channels, *spatial = shape
+    if math.prod(spatial) < 2:
+        raise ValueError(f"power-law noise needs a spatial extent of 2 or more, got shape {shape}")
     axes = tuple(range(2, len(shape)))
     radius = torch.zeros(spatial)
     for axis, size in enumerate(spatial):
