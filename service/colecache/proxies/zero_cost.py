@@ -11,9 +11,9 @@ Inputs (`ProxyInputs.kind`): `power_law` (the default) is noise whose Fourier am
 falls as about 1/f: Field 1987, "Relations between the statistics of natural images and the
 response properties of cortical cells"), with a luminance field shared by the channels, each image
 and channel standardised like a normalised dataset; `gaussian` is white N(0, 1) noise. Measured on
-362 of NASLib's NB201 cells (benchmarks/results/proxies.md): naswot on 16 such images ranks with
-CIFAR-10 accuracy at Spearman rho 0.79 (exponent 1: 0.77; 64 images: 0.80), as on NASLib's real
-CIFAR batch (0.80), against 0.67 on 16 Gaussian images.
+362 of NASLib's NB201 cells (benchmarks/results/proxy_inputs.md): naswot on 16 such images ranks with
+CIFAR-10 accuracy at Spearman rho 0.797 (exponent 1: 0.775; 64 images: 0.813), as NASLib's NASWOT on a
+real CIFAR-10 batch does (0.803), against 0.674 on 16 Gaussian images.
 
 Sources (formulas, not code):
 - synflow: Tanaka et al. 2020, "Pruning neural networks without any data by iteratively conserving
@@ -45,7 +45,7 @@ from torch import nn
 from . import PROXIES
 
 INPUT_KINDS = ("power_law", "gaussian")
-POWER_LAW_EXPONENT = 1.5  # of 1 and 1.5, the better naswot rho on NASLib's cells (module docstring)
+POWER_LAW_EXPONENT = 1.5  # of 1 and 1.5, the better naswot rho on NASLib's NB201 cells (module docstring)
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ class ProxyInputs:
 def power_law_noise(
     shape: tuple[int, ...], generator: torch.Generator, exponent: float = POWER_LAW_EXPONENT
 ) -> torch.Tensor:
-    """1/f^exponent noise over the spatial axes of (batch, channels, *spatial) inputs: white noise whose
-    Fourier amplitudes are divided by the radial frequency (floored at one cycle per input) to the power
-    `exponent`, a luminance field
-    shared by all channels plus 0.3 x a field of each channel's own (colour channels of natural images are
-    strongly correlated), then each image's channel standardised to mean 0 and std 1. float32.
-    ValueError when the spatial axes hold fewer than 2 elements (no spectrum to shape)."""
+    """1/f^exponent noise over the spatial axes of (batch, channels, *spatial) inputs, float32.
+
+    White noise whose Fourier amplitudes are divided by the radial frequency (floored at one cycle per
+    input) to the power `exponent`; a luminance field shared by all channels plus 0.3 x a field of each
+    channel's own (colour channels of natural images are strongly correlated); then each image's channel
+    standardised to mean 0 and std 1. ValueError when the spatial axes hold fewer than 2 elements."""
     batch, channels, *spatial = shape
     if math.prod(spatial) < 2:
         raise ValueError(f"power-law noise needs a spatial extent of 2 or more, got shape {shape}")
