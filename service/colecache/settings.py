@@ -10,6 +10,8 @@ from colecache_client.paths import data_home
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .proxies import DEFAULT_INPUT_KIND, ProxyInputKind
+
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_SMOLLM2 = "bundled:smollm2-135m"
 
@@ -114,8 +116,8 @@ class Settings(BaseSettings):
         le=1024,
         description="Synthetic inputs per scored network (naswot, jacov, snip, grad_norm); enters the proxy key.",
     )
-    proxy_inputs: Literal["power_law", "gaussian"] = Field(
-        "power_law",
+    proxy_inputs: ProxyInputKind = Field(
+        DEFAULT_INPUT_KIND,
         description="What the proxies' input batch is: `power_law` noise (spatially correlated like natural images; "
         "naswot ranks NB201 as on real CIFAR) or white `gaussian` noise; enters the proxy key.",
     )

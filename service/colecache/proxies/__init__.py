@@ -8,12 +8,17 @@ values. This module is torch-free (names, scale, key); `zero_cost` computes, `me
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 # Bump when a formula, an input or the stored scale changes: it is part of every cached value's key.
 # zc/2: the input batch is a setting (power-law noise by default) and enters the key. zc/1 scored white
 # Gaussian inputs with the same formulas; a plan with Gaussian inputs keeps zc/1's keys (measure.ProxyPlan).
 PROXY_VERSION = "zc/2"
 GAUSSIAN_VERSION = "zc/1"
+# What the proxies' input batch is (zero_cost.ProxyInputs); the settings' type, so the list is written once.
+ProxyInputKind = Literal["power_law", "gaussian"]
+INPUT_KINDS: tuple[str, ...] = get_args(ProxyInputKind)
+DEFAULT_INPUT_KIND: ProxyInputKind = "power_law"
 PROXIES: tuple[str, ...] = ("params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm")
 # Stored (and used) as signed log10(1 + |v|): these span orders of magnitude (synflow passes 1e37,
 # beyond what float32 holds). Monotone, so rank correlations are those of the raw scores.
@@ -27,4 +32,13 @@ def stored_value(name: str, raw: float) -> float:
     return raw
 
 
-__all__ = ["GAUSSIAN_VERSION", "LOG_SCALED", "PROXIES", "PROXY_VERSION", "stored_value"]
+__all__ = [
+    "DEFAULT_INPUT_KIND",
+    "GAUSSIAN_VERSION",
+    "INPUT_KINDS",
+    "LOG_SCALED",
+    "PROXIES",
+    "PROXY_VERSION",
+    "ProxyInputKind",
+    "stored_value",
+]

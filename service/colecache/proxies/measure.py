@@ -29,7 +29,7 @@ from ..cache.record import EmbeddingRecord
 from ..cache.singleflight import SingleFlight
 from ..cache.tiered import TieredCache
 from ..specs import ArchSpec, InvalidSpecs, ItemError, Spec
-from . import GAUSSIAN_VERSION, PROXIES, PROXY_VERSION, stored_value
+from . import DEFAULT_INPUT_KIND, GAUSSIAN_VERSION, PROXIES, PROXY_VERSION, stored_value
 
 COMPUTED = "computed"
 
@@ -42,7 +42,7 @@ class ProxyPlan:
     network: ProxyNetwork
     batch_size: int
     seed: int
-    inputs: str = "power_law"
+    inputs: str = DEFAULT_INPUT_KIND
 
     @cached_property
     def fingerprint(self) -> dict:
@@ -65,7 +65,7 @@ class ProxyPlan:
         return {"id": f"{version}:{self.space}:{digest}", **spec, "inputs": self.inputs}
 
 
-def plan_for(space_name: str, batch_size: int = 16, seed: int = 0, inputs: str = "power_law") -> ProxyPlan:
+def plan_for(space_name: str, batch_size: int = 16, seed: int = 0, inputs: str = DEFAULT_INPUT_KIND) -> ProxyPlan:
     """The proxy plan of a space; SpecError (-> 422) when the space defines no proxy network."""
     network = get_space(space_name).proxy_network()
     if network is None:
@@ -127,7 +127,7 @@ class ProxyMeasurer:
         batch_size: int = 16,
         seed: int = 0,
         commit_every: int = 32,
-        inputs: str = "power_law",
+        inputs: str = DEFAULT_INPUT_KIND,
     ):
         self.cache = cache
         self.workers = workers

@@ -42,9 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import PROXIES
+from . import DEFAULT_INPUT_KIND, INPUT_KINDS, PROXIES
 
-INPUT_KINDS = ("power_law", "gaussian")
 POWER_LAW_EXPONENT = 1.5  # of 1 and 1.5, the better naswot rho on NASLib's NB201 cells (module docstring)
 
 
@@ -57,7 +56,7 @@ class ProxyInputs:
     num_classes: int
     batch_size: int = 16
     seed: int = 0
-    kind: str = "power_law"
+    kind: str = DEFAULT_INPUT_KIND
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
