@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from colecache_client.spaces.base import SearchSpace
+from colecache_client.spaces.base import OpGraph, SearchSpace
 
 RENDER_NAMESPACE_IMPORTS = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
 
@@ -72,6 +72,13 @@ def check_space_contract(space: SearchSpace, n: int = 25, seed: int = 0, forward
             assert len(vectors) == 1, f"encoding {kind} has varying length"
         for neighbour in space.neighbours(arch)[:5]:
             assert space.parse(space.to_string(neighbour)) == neighbour
+        if space.has_op_graph():
+            graph = space.op_graph(arch)
+            assert isinstance(graph, OpGraph) and graph.ops, f"op graph of {text} is empty"
+            assert all(0 <= s < len(graph.ops) and 0 <= t < len(graph.ops) for s, t in graph.edges)
+            assert space.op_graph(space.parse(text)) == graph, f"op graph of {text} is not a function of the arch"
+    if space.has_op_graph():  # a graph head can only tell apart what the graphs tell apart
+        assert len({space.op_graph(a) for a in archs}) > 1, "every sampled architecture has the same op graph"
     for arch in archs[:forward]:
         for primitives in space.render_choices.get("primitives", ("exclude_helper",)):
             for context in space.render_choices.get("context", ("none",)):

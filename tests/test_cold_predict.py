@@ -254,7 +254,7 @@ ENUMERABLE_TOY = {
     """,
     "toyenum_space.py": '''
         """1 or 2 Linear layers of 4 widths: 20 architectures, so a test can precompute the whole space."""
-        from colecache_client.spaces import ProxyNetwork, SearchSpace, SpecError
+        from colecache_client.spaces import OpGraph, ProxyNetwork, SearchSpace, SpecError
 
         WIDTHS = (8, 16, 32, 64)
 
@@ -303,6 +303,10 @@ ENUMERABLE_TOY = {
 
             def proxy_network(self):
                 return ProxyNetwork({"context": "backbone"}, "Network()", input_shape=(4,), num_classes=10)
+
+            def op_graph(self, arch):
+                ops = ("input", *(f"linear({w})" for w in arch), "output")
+                return OpGraph(ops, tuple((i, i + 1) for i in range(len(ops) - 1)))
 
             def render(self, arch, *, primitives="exclude_helper", context="none", dataset="cifar10"):
                 self.check_render_options(primitives=primitives, context=context)
@@ -416,13 +420,24 @@ def test_default_precompute_gives_default_studies_their_whole_space_reference(tm
         raw_study = client.create_study("toy-raw", space="toyenum", surrogate={"smoothing": 0})
         raw_study.observe(TOY_ROWS)
         cells = ["-".join(map(str, c)) for c in ToyEnum().all_cells()]
-        smoothed, raw = fresh.predict(cells), raw_study.predict(cells)
-        assert smoothed.smoothed and not raw.smoothed and raw.reference == "space"
-        raw_of = dict(zip(cells, raw.means))
-        for cell, mean in zip(cells, smoothed.means):
-            near = ["-".join(map(str, n)) for n in ToyEnum().neighbours(ToyEnum().parse(cell))]
-            expected = 0.2 * raw_of[cell] + 0.8 * sum(raw_of[n] for n in near) / len(near)
-            assert mean == pytest.approx(expected, rel=1e-4, abs=1e-4), cell
+
+        def check_blend(smoothed, raw) -> None:
+            assert smoothed.smoothed and not raw.smoothed and raw.reference == "space"
+            raw_of = dict(zip(cells, raw.means))
+            for cell, mean in zip(cells, smoothed.means):
+                near = ["-".join(map(str, n)) for n in ToyEnum().neighbours(ToyEnum().parse(cell))]
+                expected = 0.2 * raw_of[cell] + 0.8 * sum(raw_of[n] for n in near) / len(near)
+                assert mean == pytest.approx(expected, rel=1e-4, abs=1e-4), cell
+
+        check_blend(fresh.predict(cells), raw_study.predict(cells))
+        # The same for a graph head: the space's op graphs are read for every class to smooth its predictions.
+        gin = {"head": {"kind": "gin_ensemble", "epochs": 60}}
+        gin_study = client.create_study("toy-gin", space="toyenum", surrogate=gin)
+        gin_raw = client.create_study("toy-gin-raw", space="toyenum", surrogate={**gin, "smoothing": 0})
+        for each in (gin_study, gin_raw):
+            each.observe(TOY_ROWS)
+        assert gin_study.info.surrogate["head"]["kind"] == "gin_ensemble"
+        check_blend(gin_study.predict(cells), gin_raw.predict(cells))
 
         # The --url path with its defaults fills the keys a default NB201 study reads (a few cells via --archs).
         archs = tmp_path / "cells.txt"

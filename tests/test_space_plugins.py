@@ -116,6 +116,7 @@ def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_serve
     with server.client() as client:
         info = client.get("/info").json()
         assert "toy" in info["spaces"] and info["spaces"]["toy"]["encodings"] == ["widths"]
+        assert info["spaces"]["toy"]["op_graph"] is False and info["spaces"]["nb201"]["op_graph"] is True
         assert set(BUILTIN) <= set(info["spaces"])
 
         body = {
@@ -145,6 +146,11 @@ def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_serve
         assert predicted.status_code == 200, predicted.text
         means = [p["mean"] for p in predicted.json()["predictions"]]
         assert all(m == m for m in means)  # finite numbers came back for the plugin's architectures
+
+        gin = {"name": "g", "space": "toy", "surrogate": {"head": {"kind": "gin_ensemble"}}}
+        graph_head = client.post("/studies", json=gin)
+        assert graph_head.status_code == 422, graph_head.text
+        assert "surrogate.head.kind" in graph_head.text and "'toy' has no op graph" in graph_head.text
 
         unknown = client.post("/studies", json={"name": "x", "space": "nope"})
         assert unknown.status_code == 422 and "toy" in unknown.text and "nb101" in unknown.text

@@ -17,7 +17,7 @@ import threading
 from importlib import import_module
 from importlib.metadata import entry_points
 
-from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
+from .base import PRIMITIVES, OpGraph, ProxyNetwork, SearchSpace, SpecError
 from .nb201 import OPS as NB201_OPS
 from .nb201 import NB201Cell, NB201Space
 
@@ -98,6 +98,7 @@ __all__ = [
     "PRIMITIVES",
     "NB201Cell",
     "NB201Space",
+    "OpGraph",
     "ProxyNetwork",
     "SearchSpace",
     "SpecError",

@@ -51,6 +51,31 @@ class ProxyNetwork:
         }
 
 
+@dataclass(frozen=True)
+class OpGraph:
+    """An architecture as a directed graph with one op label per node: what graph heads (GIN) read.
+
+    Ops sit on nodes; spaces that put ops on edges (NB201, DARTS) give each edge its own node, as
+    graph predictors for those spaces do (BRP-NAS, Dudziak et al. 2020; NASLib's GIN). `edges` are
+    (source, target) indices into `ops`. Labels are free strings (`'nor_conv_3x3'`, `'Conv2d(k=3)'`): a
+    head one-hot encodes the labels it saw when fitted and pools any other into one "unseen" slot.
+
+    Raises SpecError when the graph has no node or an edge names a node that does not exist.
+    """
+
+    ops: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", tuple(str(op) for op in self.ops))
+        object.__setattr__(self, "edges", tuple((int(s), int(t)) for s, t in self.edges))
+        if not self.ops:
+            raise SpecError("an op graph needs at least one node")
+        for source, target in self.edges:
+            if not (0 <= source < len(self.ops) and 0 <= target < len(self.ops)):
+                raise SpecError(f"op graph edge ({source}, {target}) names a node outside 0..{len(self.ops) - 1}")
+
+
 class SearchSpace(ABC, Generic[Arch]):
     """Parse, validate, canonicalise, sample, mutate, encode and render one family of architectures.
 
@@ -118,6 +143,11 @@ class SearchSpace(ABC, Generic[Arch]):
         """A fixed-length structural feature vector of encoding `kind` (one of `encodings`)."""
         raise ValueError(f"unknown encoding {kind!r} for {self.name} (expected one of {', '.join(self.encodings)})")
 
+    def op_graph(self, arch: Arch) -> OpGraph | None:
+        """`arch` as an op-labelled graph for graph heads (`surrogate.head.kind = 'gin_ensemble'`), or None
+        when this space has no graph form (the server then refuses graph heads for it with 422)."""
+        return None
+
     # --- code --------------------------------------------------------------------------------
     @abstractmethod
     def render(
@@ -150,6 +180,10 @@ class SearchSpace(ABC, Generic[Arch]):
         trainable network (a backbone context) for every architecture it accepts."""
         return None
 
+    def has_op_graph(self) -> bool:
+        """Whether `op_graph` is implemented (graph heads need it)."""
+        return type(self).op_graph is not SearchSpace.op_graph
+
     # --- enumeration and helpers -------------------------------------------------------------
     def all_cells(self) -> Iterator[Arch]:
         """Every architecture, for spaces small enough to enumerate (whole-space precompute)."""
@@ -174,6 +208,7 @@ class SearchSpace(ABC, Generic[Arch]):
             "default_encodings": list(self.default_encodings),
             "render_options": {k: list(v) for k, v in self.render_choices.items()},
             "enumerable": type(self).all_cells is not SearchSpace.all_cells,
+            "op_graph": self.has_op_graph(),
             "proxy_network": None if (network := self.proxy_network()) is None else network.describe(),
         }
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 from numbers import Integral
 from typing import Any
 
-from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
+from .base import PRIMITIVES, OpGraph, ProxyNetwork, SearchSpace, SpecError
 
 OPS: tuple[str, ...] = (
     "none",
@@ -317,6 +317,33 @@ def canonical_cell(pairs: Cell) -> Cell:
 
 
 # --- encodings -------------------------------------------------------------------------------------------
+def op_graph(arch: DartsGenotype) -> OpGraph:
+    """Both cells with ops on nodes, the normal cell's output feeding the reduction cell's two inputs.
+
+    Per cell: `<cell>:input` for states 0 and 1, one `<cell>:<op>` node per (op, source) pair reading its
+    source state, `<cell>:add` for states 2..5 summing their two pairs, and `<cell>:concat` joining states
+    2..5 (CONCAT). Labels carry the cell so a head tells a normal-cell op from a reduction-cell one."""
+    ops: list[str] = []
+    edges: list[tuple[int, int]] = []
+    previous_out: int | None = None
+    for name in CELLS:
+        state = [len(ops), len(ops) + 1]
+        ops += [f"{name}:input", f"{name}:input"]
+        if previous_out is not None:
+            edges += [(previous_out, state[0]), (previous_out, state[1])]
+        for index in range(0, N_PAIRS, 2):
+            add = len(ops) + 2
+            for op, source in arch.cell(name)[index : index + 2]:
+                edges += [(state[source], len(ops)), (len(ops), add)]
+                ops.append(f"{name}:{op}")
+            ops.append(f"{name}:add")
+            state.append(add)
+        previous_out = len(ops)
+        ops.append(f"{name}:concat")
+        edges += [(state[node], previous_out) for node in CONCAT]
+    return OpGraph(tuple(ops), tuple(sorted(edges)))
+
+
 def adjacency_encoding(arch: DartsGenotype) -> list[float]:
     """Per cell (normal, then reduce), per edge in EDGES order: one-hot over [absent, *OPS] (252 features)."""
     out = [0.0] * ADJACENCY_DIM
@@ -659,6 +686,9 @@ class DartsSpace(SearchSpace[DartsGenotype]):
                     found.setdefault(DartsGenotype(tuple(cells[0]), tuple(cells[1])), None)
         found.pop(arch, None)
         return list(found)
+
+    def op_graph(self, arch: DartsGenotype) -> OpGraph:
+        return op_graph(arch)
 
     def encode(self, arch: DartsGenotype, kind: str) -> list[float]:
         if kind == "adjacency":

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
-from .base import PRIMITIVES, SearchSpace, SpecError
+from .base import PRIMITIVES, OpGraph, SearchSpace, SpecError
 
 RENDERER_VERSION = "einspace-pytorch/1"
 """Version of the templates below; part of every cache key, so bump it on any change to the text."""
@@ -883,6 +883,23 @@ class EinSpace(SearchSpace[EinNode]):
         out[-2] = float(_module_depth(arch))
         out[-1] = float(nodes)
         return out
+
+    def op_graph(self, arch: EinNode) -> OpGraph:
+        """The derivation tree, parent -> child: modules labelled `module:<op>`, terminal functions
+        `<role>:<fn>` (e.g. `computation_fn:linear(64)`, `aggregation_fn:add(2)`), in pre-order."""
+        ops: list[str] = []
+        edges: list[tuple[int, int]] = []
+
+        def walk(node: EinNode, role: str, parent: int | None) -> None:
+            index = len(ops)
+            ops.append(f"module:{node.op}" if node.op in LAYOUT else f"{role}:{node.op}")
+            if parent is not None:
+                edges.append((parent, index))
+            for child_role, child in zip(LAYOUT.get(node.op, ()), node.children):
+                walk(child, child_role, index)
+
+        walk(arch, "module", None)
+        return OpGraph(tuple(ops), tuple(edges))
 
     # --- code ------------------------------------------------------------------------------------------
     def render(

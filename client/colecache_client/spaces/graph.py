@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .base import PRIMITIVES, SearchSpace, SpecError
+from .base import PRIMITIVES, OpGraph, SearchSpace, SpecError
 
 RENDERER_VERSION = "graph-pytorch/1"
 """Version of the templates below; part of every cache key, so bump it on any change to the text."""
@@ -848,6 +848,17 @@ class GraphSpace(SearchSpace[Graph]):
         out[-2] = float(len(arch.edges))
         out[-1] = float(topo.depth[topo.sink])
         return out
+
+    def op_graph(self, arch: Graph) -> OpGraph:
+        """The DAG as written; a node's label is its op with its params and a `concat` merge, so
+        `Conv2d(kernel_size=3)` and `Conv2d(kernel_size=5)` are different node types."""
+        labels = []
+        for node in arch.nodes:
+            args = [f"{name}={text}" for name, text in node.params]
+            if node.merge != "sum":
+                args.append(f"merge={node.merge}")
+            labels.append(f"{node.op}({','.join(args)})" if args else node.op)
+        return OpGraph(tuple(labels), arch.edges)
 
     def render(
         self, arch: Graph, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
+from .base import PRIMITIVES, OpGraph, ProxyNetwork, SearchSpace, SpecError
 
 INPUT = "input"
 OUTPUT = "output"
@@ -682,6 +682,10 @@ class NB101Space(SearchSpace[NB101Cell]):
         if kind == "path":
             return path_encoding(arch)
         return super().encode(arch, kind)
+
+    def op_graph(self, arch: NB101Cell) -> OpGraph:
+        """The pruned cell as it is: ops on vertices (`input`, the interior ops, `output`), its matrix's edges."""
+        return OpGraph(arch.ops, tuple(arch.edges()))
 
     def render(
         self, arch: NB101Cell, *, primitives: str = "exclude_helper", context: str = "none", dataset: str = "cifar10"

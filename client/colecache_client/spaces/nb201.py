@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .base import PRIMITIVES, ProxyNetwork, SearchSpace, SpecError
+from .base import PRIMITIVES, OpGraph, ProxyNetwork, SearchSpace, SpecError
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """NB201's own op order; op indices in specs refer to this tuple."""
@@ -214,6 +214,9 @@ class NB201Space(SearchSpace[NB201Cell]):
             return path_encoding(arch)
         raise ValueError(f"unknown encoding {kind!r} for nb201 (expected one of {', '.join(self.encodings)})")
 
+    def op_graph(self, arch: NB201Cell) -> OpGraph:
+        return op_graph(arch)
+
     def all_cells(self) -> Iterator[NB201Cell]:
         """Every cell of the space, in a fixed order (not the benchmark's index order)."""
         for ops in itertools.product(OPS, repeat=len(EDGES)):
@@ -259,6 +262,22 @@ def _representatives() -> dict[NB201Cell, NB201Cell]:
         if key not in best or cell.to_string() < best[key].to_string():
             best[key] = cell
     return {cell: best[cell.canonical()] for cell in cells}
+
+
+def op_graph(cell: NB201Cell) -> OpGraph:
+    """The cell with its ops on nodes: `input`, one node per edge in EDGES order (`none` edges too, so every
+    cell has the same 8 nodes), `output`. An edge op feeds every edge op leaving its target node; the ops
+    into node 3 feed `output` (the form of NASLib's / BRP-NAS's NB201 GIN inputs)."""
+    ops = ("input", *cell.ops, "output")
+    out = len(ops) - 1
+    edges = []
+    for k, (source, target) in enumerate(EDGES, start=1):
+        if source == 0:
+            edges.append((0, k))
+        edges += [(j, k) for j, (_, into) in enumerate(EDGES, start=1) if into == source]
+        if target == N_NODES - 1:
+            edges.append((k, out))
+    return OpGraph(ops, tuple(sorted(edges)))
 
 
 def onehot_encoding(cell: NB201Cell) -> list[float]:

@@ -29,7 +29,8 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
       server would spend ~0.5 s of CPU per network it is asked to predict;
     - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`.
 
-    Raises SpecError naming the field and any encoding the space does not have (-> 422, nothing stored)."""
+    Raises SpecError naming the field and any encoding the space does not have, or a graph head on a space
+    without op graphs (-> 422, nothing stored)."""
     features = config.features
     given = features.model_fields_set
     if "structural" not in given:
@@ -47,6 +48,11 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
         raise SpecError(
             f"surrogate.features.proxies: search space {space.name!r} defines no network to score, so it has no "
             "zero-cost proxies"
+        )
+    if config.uses_graphs and not space.has_op_graph():
+        raise SpecError(
+            f"surrogate.head.kind: {config.head.kind!r} reads op graphs and search space {space.name!r} has no "
+            "op graph form (`op_graph: false` in /info); use 'mlp_ensemble'"
         )
     if features.proxies and "structural_weight" not in given:
         features = features.model_copy(update={"structural_weight": PROXY_STRUCTURAL_WEIGHT})

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio.to_thread
 import numpy as np
-from colecache_client.spaces import SpecError, get_space
+from colecache_client.spaces import OpGraph, SpecError, get_space
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
@@ -96,6 +96,17 @@ class FittedSurrogate:
     # Neighbourhood smoothing (surrogate/smoothing.py): the space's class graph and, per class, the mean raw
     # prediction of its neighbours; None when the fit could not smooth (no whole-space reference, or off).
     smoothing: tuple[NeighbourGraph, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """What the surrogate reads for a list of specs, row by row; a block is None when the study does not use it."""
+
+    cole: np.ndarray | None  # (n, d)
+    struct: np.ndarray | None  # (n, s)
+    proxies: np.ndarray | None  # (n, len(features.proxies))
+    graphs: list[OpGraph] | None  # n op graphs, for a graph head
+    archs: list[str | None]  # each spec's architecture string (None for code)
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,11 @@ class StudyService:
                     raise SpecError(f"spec is from search space {spec.space!r}; this study is in {study.space!r}")
                 if isinstance(spec, CodeSpec) and options.surrogate.features.structural:
                     raise SpecError("this study's surrogate uses structural encodings, so code specs cannot be used")
+                if isinstance(spec, CodeSpec) and options.surrogate.uses_graphs:
+                    raise SpecError(
+                        f"this study's surrogate head {options.surrogate.head.kind!r} reads op graphs, so code specs "
+                        "cannot be used"
+                    )
                 if isinstance(spec, CodeSpec) and options.surrogate.features.proxies:
                     raise SpecError(
                         "this study's surrogate uses zero-cost proxies, which run the network, so code specs cannot "
@@ -257,8 +273,8 @@ class StudyService:
     # --- features --------------------------------------------------------------------------------
     async def _features(
         self, study: StudyRecord, options: StudyOptions, specs: Sequence[Spec], with_proxies: bool = True
-    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, list[str | None]]:
-        """(COLE (n, d), structural (n, s), proxies (n, p), rendered archs) of `specs`, each None when unused."""
+    ) -> FeatureRows:
+        """The surrogate's inputs for `specs` (each block None when the study does not use it)."""
         features = options.surrogate.features
         cole = None
         archs: list[str | None] = []
@@ -280,7 +296,11 @@ class StudyService:
                 raise RuntimeError("zero-cost proxies are not available in this process")
             outcome = await self.proxies.measure(specs)
             proxies = outcome.values[:, [PROXIES.index(name) for name in features.proxies]]
-        return cole, struct, proxies, archs
+        graphs = None
+        if options.surrogate.uses_graphs:
+            space = get_space(study.space)
+            graphs = [space.op_graph(s.arch) for s in specs]
+        return FeatureRows(cole, struct, proxies, graphs, archs)
 
     async def _space_reference(self, study: StudyRecord, options: StudyOptions) -> SpaceReference | None:
         """Every cell of the space (embeddings from the durable tier, structural encodings), if all are cached.
@@ -341,7 +361,8 @@ class StudyService:
         if current is None or not current.candidates:
             return None
         specs = self.parse_study_specs(current, current.candidates)
-        ref_cole, ref_struct, _, _ = await self._features(current, options, specs, with_proxies=False)
+        rows = await self._features(current, options, specs, with_proxies=False)
+        ref_cole, ref_struct = rows.cole, rows.struct
         if ref_cole is not None and cole is not None:
             ref_cole = np.concatenate([ref_cole, cole])
         if ref_struct is not None and struct is not None:
@@ -415,7 +436,11 @@ class StudyService:
                 )
                 return None
             proxies = values[:, [PROXIES.index(name) for name in features.proxies]]
-        raw, _ = await anyio.to_thread.run_sync(surrogate.predict, cole, struct, proxies)
+        graphs = None
+        if options.surrogate.uses_graphs:
+            space = get_space(study.space)
+            graphs = [space.op_graph(reference.cells[i]) for i in nodes]
+        raw, _ = await anyio.to_thread.run_sync(surrogate.predict, cole, struct, proxies, graphs)
         return graph, graph.neighbour_mean(raw)
 
     # --- fitting and prediction ----------------------------------------------------------------
@@ -472,7 +497,7 @@ class StudyService:
         options = StudyOptions.of(study)
         try:
             specs = self.parse_study_specs(study, [r.spec for r in records])
-            cole, struct, proxies, _ = await self._features(study, options, specs)
+            rows = await self._features(study, options, specs)
         except InvalidSpecs as exc:  # its item indexes are observations', not the request's
             raise UnfittableObservations(records, exc) from exc
         # Every observation is a training row, repeats and isomorphic cells included: it ranked better than
@@ -484,7 +509,7 @@ class StudyService:
                 reference = await self._space_reference(study, options)
                 reference_kind = "space"
             if reference is None:
-                reference = await self._candidate_reference(study, options, cole, struct)
+                reference = await self._candidate_reference(study, options, rows.cole, rows.struct)
                 reference_kind = "candidates"
             if reference is None:
                 reference_kind = "observed"
@@ -495,7 +520,9 @@ class StudyService:
             ref_cole, ref_struct = reference.cole, reference.struct
         else:
             ref_cole, ref_struct = reference if reference is not None else (None, None)
-        await anyio.to_thread.run_sync(surrogate.fit, cole, struct, y, ref_cole, ref_struct, proxies)
+        await anyio.to_thread.run_sync(
+            surrogate.fit, rows.cole, rows.struct, y, ref_cole, ref_struct, rows.proxies, rows.graphs
+        )
         smoothing = None
         if isinstance(reference, SpaceReference):
             try:
@@ -537,12 +564,14 @@ class StudyService:
         specs = self.parse_study_specs(study, values)
         fitted = await self.fitted(study)
         options = StudyOptions.of(study)
-        cole, struct, proxies, archs = await self._features(study, options, specs)
-        mean, std = await anyio.to_thread.run_sync(fitted.surrogate.predict, cole, struct, proxies)
+        rows = await self._features(study, options, specs)
+        mean, std = await anyio.to_thread.run_sync(
+            fitted.surrogate.predict, rows.cole, rows.struct, rows.proxies, rows.graphs
+        )
         mean = np.asarray(mean, dtype=float)
         if fitted.smoothing is not None:
             mean = self._smoothed(study, options, fitted.smoothing, specs, mean)
-        prediction = Prediction(fitted, mean, np.asarray(std, dtype=float), archs)
+        prediction = Prediction(fitted, mean, np.asarray(std, dtype=float), rows.archs)
         await self._remember(study, options, specs, prediction)
         return prediction
 

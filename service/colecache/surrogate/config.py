@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..proxies import PROXIES
 
+GRAPH_HEADS = ("gin_ensemble",)
+"""Heads that read each architecture's op graph (`SearchSpace.op_graph`), not only the feature blocks."""
+
 ProxyName = Literal["params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm"]
 assert set(ProxyName.__args__) == set(PROXIES), "ProxyName must list proxies.PROXIES"
 
@@ -62,12 +65,15 @@ class FeatureConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _some_input(self) -> FeatureConfig:
-        if not (self.cole or self.structural or self.proxies):
-            raise ValueError("the surrogate needs an input: set cole, structural or proxies")
+    def _distinct_proxies(self) -> FeatureConfig:
         if len(set(self.proxies)) != len(self.proxies):
             raise ValueError("each proxy at most once")
         return self
+
+    @property
+    def blocks(self) -> bool:
+        """Whether any feature block (COLE, structural, proxies) is in use."""
+        return bool(self.cole or self.structural or self.proxies)
 
 
 class HeadConfig(BaseModel):
@@ -75,10 +81,16 @@ class HeadConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["mlp_ensemble", "gp", "bayesian_ridge"] = "mlp_ensemble"
-    members: int = Field(5, ge=2, le=64, description="Ensemble size (mlp_ensemble).")
-    hidden: int = Field(64, ge=4, le=4096, description="Hidden units per layer (mlp_ensemble).")
+    kind: Literal["mlp_ensemble", "gin_ensemble", "gp", "bayesian_ridge"] = Field(
+        "mlp_ensemble",
+        description="`gin_ensemble` also reads each architecture's op graph (spaces whose `/info` entry says "
+        "`op_graph: true`), the feature blocks joined at its readout.",
+    )
+    members: int = Field(5, ge=2, le=64, description="Ensemble size (mlp_ensemble, gin_ensemble).")
+    hidden: int = Field(64, ge=4, le=4096, description="Hidden units per layer of the MLP (after the readout for gin).")
     layers: int = Field(2, ge=1, le=6)
+    graph_layers: int = Field(3, ge=1, le=8, description="GIN message-passing layers (gin_ensemble).")
+    graph_hidden: int = Field(32, ge=4, le=1024, description="Width of the GIN node states (gin_ensemble).")
     epochs: int = Field(300, ge=1, le=20000)
     learning_rate: float = Field(3e-3, gt=0, le=1)
     weight_decay: float = Field(1e-4, ge=0, le=1)
@@ -109,3 +121,14 @@ class SurrogateConfig(BaseModel):
         "0.8: +0.02 to +0.03 Kendall tau on NB201 at n = 128 (benchmarks/results/surrogate_eval.md).",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds the head (scikit-learn and numpy take 0..2**32-1).")
+
+    @property
+    def uses_graphs(self) -> bool:
+        """Whether the head reads op graphs (then specs need a space with `op_graph`, not code)."""
+        return self.head.kind in GRAPH_HEADS
+
+    @model_validator(mode="after")
+    def _some_input(self) -> SurrogateConfig:
+        if not (self.features.blocks or self.uses_graphs):
+            raise ValueError("the surrogate needs an input: set features.cole, structural or proxies, or a graph head")
+        return self

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
+from colecache_client.spaces import OpGraph
 
-from .config import HeadConfig
+from .config import GRAPH_HEADS, HeadConfig
+from .graphs import GraphBatch, vocabulary_of
 
 
 class Head(Protocol):
@@ -155,6 +159,125 @@ class MLPEnsemble:
         return members.mean(axis=0), np.sqrt(members.var(axis=0, ddof=1) + self.noise_var)
 
 
+@dataclass(frozen=True)
+class GraphInputs:
+    """What a graph head reads per architecture: its op graph and the side features (n, s), s may be 0."""
+
+    graphs: Sequence[OpGraph]
+    side: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.graphs) != len(self.side):
+            raise ValueError(f"{len(self.graphs)} graphs but {len(self.side)} rows of side features")
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+
+class GINEnsemble(MLPEnsemble):
+    """M graph isomorphism networks (Xu et al., ICLR 2019) on the op graph, side features joined at the readout.
+
+    Per member: `graph_layers` GIN layers `h <- relu(MLP(h + sum of neighbour h))` of width `graph_hidden`
+    over one-hot op labels (messages both ways along the edges), the mean node state per graph, the side
+    features (the study's COLE / structural / proxy blocks, as the MLP head gets them) appended, then an MLP
+    of `layers` x `hidden` to one output. The GIN-on-op-graph form is the predictor of BRP-NAS (Dudziak et
+    al., NeurIPS 2020) and NASLib's `gcn`/`gin` baselines, which the issue-10 anchors come from. Members,
+    bootstrap, losses and the uncertainty (member spread + out-of-bag noise) are MLPEnsemble's: all
+    members train as one batched network.
+    """
+
+    def __init__(self, config: HeadConfig, seed: int = 0):
+        super().__init__(config, seed)
+        self.vocabulary: dict[str, int] = {}
+
+    def _init_graph(self, width: int, side: int, generator: torch.Generator):
+        cfg = self.config
+        sizes = [width] + [cfg.graph_hidden] * cfg.graph_layers
+        gin = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            gin.append(self._layer(fan_in, fan_out, generator))
+            gin.append(self._layer(fan_out, fan_out, generator))
+        head_sizes = [cfg.graph_hidden + side] + [cfg.hidden] * cfg.layers + [1]
+        head = [self._layer(a, b, generator) for a, b in itertools.pairwise(head_sizes)]
+        return gin, head
+
+    def _layer(self, fan_in: int, fan_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        members = self.config.members
+        bound = 1.0 / math.sqrt(fan_in)
+        w = (torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound * math.sqrt(3)
+        b = (torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound
+        return w.requires_grad_(), b.requires_grad_()
+
+    @staticmethod
+    def _propagate(matrix: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Sparse (R, T) times every member's (T, d) state: (M, T, d) -> (M, R, d)."""
+        members, nodes, width = h.shape
+        flat = h.permute(1, 0, 2).reshape(nodes, members * width)
+        return torch.sparse.mm(matrix, flat).reshape(-1, members, width).permute(1, 0, 2)
+
+    def _forward_graphs(self, params, batch: GraphBatch, side: torch.Tensor) -> torch.Tensor:
+        """(M, G) outputs for every graph of `batch`."""
+        gin, head = params
+        members = self.config.members
+        h = batch.onehot().expand(members, -1, -1)
+        for first, second in zip(gin[::2], gin[1::2]):
+            z = h + self._propagate(batch.adjacency, h)
+            h = torch.relu(torch.baddbmm(second[1], torch.relu(torch.baddbmm(first[1], z, first[0])), second[0]))
+        pooled = self._propagate(batch.readout, h)
+        if side.shape[1]:
+            pooled = torch.cat([pooled, side.expand(members, -1, -1)], dim=2)
+        return self._forward(head, pooled)
+
+    def fit(self, x: GraphInputs, y: np.ndarray) -> GINEnsemble:
+        cfg = self.config
+        generator = torch.Generator().manual_seed(self.seed)
+        n = len(y)
+        self.vocabulary = vocabulary_of(x.graphs)
+        batch = GraphBatch.pack(x.graphs, self.vocabulary)
+        side = torch.as_tensor(np.asarray(x.side, dtype=np.float32)).reshape(n, -1)
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        if cfg.bootstrap:
+            index = torch.randint(0, n, (cfg.members, n), generator=generator)
+        else:
+            index = torch.arange(n).expand(cfg.members, n)
+        yb = yt[index]
+        params = self._init_graph(batch.width, side.shape[1], generator)
+        tensors = [t for part in params for pair in part for t in pair]
+        optimizer = torch.optim.AdamW(tensors, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        for _ in range(cfg.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            pred = torch.gather(self._forward_graphs(params, batch, side), 1, index)  # each member's resample
+            loss = pred.new_zeros(())
+            if cfg.loss in ("mse", "mse+ranking"):
+                loss = loss + torch.mean((pred - yb) ** 2)
+            if cfg.loss in ("ranking", "mse+ranking"):
+                loss = loss + cfg.ranking_weight * self._ranking_loss(pred, yb, generator)
+            loss.backward()
+            optimizer.step()
+        self.weights = tuple([(w.detach(), b.detach()) for w, b in part] for part in params)
+        self.calibration = None
+        if cfg.loss == "ranking":
+            with torch.no_grad():
+                scores = torch.gather(self._forward_graphs(self.weights, batch, side), 1, index)
+            a = np.array([np.polyfit(s.numpy(), t.numpy(), 1) for s, t in zip(scores, yb)])
+            self.calibration = (
+                torch.as_tensor(a[:, 0:1], dtype=torch.float32),
+                torch.as_tensor(a[:, 1:2], dtype=torch.float32),
+            )
+        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
+        return self
+
+    def member_predictions(self, x: GraphInputs) -> np.ndarray:
+        """(members, n) predictions; labels not seen at fit time share the UNSEEN slot."""
+        batch = GraphBatch.pack(x.graphs, self.vocabulary)
+        side = torch.as_tensor(np.asarray(x.side, dtype=np.float32)).reshape(len(x), -1)
+        with torch.no_grad():
+            out = self._forward_graphs(self.weights, batch, side)
+            if self.calibration is not None:
+                out = out * self.calibration[0] + self.calibration[1]
+        return out.numpy()
+
+
 class GaussianProcess:
     """Exact GP (Matern 5/2 + noise), hyperparameters by marginal likelihood: a proper posterior std.
 
@@ -206,5 +329,11 @@ class BayesianRidgeHead:
 
 
 def make_head(config: HeadConfig, seed: int = 0) -> Head:
-    heads = {"mlp_ensemble": MLPEnsemble, "gp": GaussianProcess, "bayesian_ridge": BayesianRidgeHead}
+    heads = {
+        "mlp_ensemble": MLPEnsemble,
+        "gin_ensemble": GINEnsemble,
+        "gp": GaussianProcess,
+        "bayesian_ridge": BayesianRidgeHead,
+    }
+    assert set(GRAPH_HEADS) <= set(heads)
     return heads[config.kind](config, seed)

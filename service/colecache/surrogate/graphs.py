@@ -1,0 +1,72 @@
+"""Op graphs (`SearchSpace.op_graph`) packed for message passing: what a graph head reads.
+
+A batch of G graphs becomes one disjoint union: every node's label index, the (undirected) edges as an
+index pair list, and which graph each node belongs to. No dense (G, N, N) tensor, so graph size is bounded
+by the space (the generic `graph` space allows 64 nodes), not by memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from colecache_client.spaces import OpGraph
+
+UNSEEN = 0
+"""Vocabulary slot of every label a head did not see when it was fitted."""
+
+
+def vocabulary_of(graphs: Sequence[OpGraph]) -> dict[str, int]:
+    """Label -> one-hot slot (sorted labels from 1; slot 0 is UNSEEN), so the order never depends on arrival."""
+    labels = sorted({op for graph in graphs for op in graph.ops})
+    return {label: i for i, label in enumerate(labels, start=1)}
+
+
+@dataclass(frozen=True)
+class GraphBatch:
+    """G graphs as one disjoint union of T nodes.
+
+    labels (T,) int64 vocabulary slots; adjacency (T, T) sparse, symmetric, 1 per edge (messages flow
+    both ways: a node learns from what feeds it and what it feeds); readout (G, T) sparse, 1/size of its
+    graph at each of its nodes, so `readout @ h` is the mean node state per graph."""
+
+    labels: torch.Tensor
+    adjacency: torch.Tensor
+    readout: torch.Tensor
+    width: int
+
+    @classmethod
+    def pack(cls, graphs: Sequence[OpGraph], vocabulary: dict[str, int]) -> GraphBatch:
+        """Raises ValueError on an empty batch."""
+        if not graphs:
+            raise ValueError("no graphs to pack")
+        labels: list[int] = []
+        owner: list[int] = []
+        pairs: set[tuple[int, int]] = set()  # a pair written both ways is one undirected edge
+        offset = 0
+        for g, graph in enumerate(graphs):
+            labels += [vocabulary.get(op, UNSEEN) for op in graph.ops]
+            for source, target in graph.edges:
+                if source != target:
+                    pairs |= {(offset + source, offset + target), (offset + target, offset + source)}
+            owner += [g] * len(graph.ops)
+            offset += len(graph.ops)
+        total = offset
+        index = torch.tensor(sorted(pairs), dtype=torch.int64).reshape(-1, 2).T
+        adjacency = torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), (total, total), check_invariants=True)
+        owner_t = torch.tensor(owner, dtype=torch.int64)
+        sizes = np.bincount(owner, minlength=len(graphs)).astype(np.float32)
+        weights = torch.as_tensor(1.0 / sizes[owner], dtype=torch.float32)
+        readout = torch.sparse_coo_tensor(
+            torch.stack([owner_t, torch.arange(total)]), weights, (len(graphs), total), check_invariants=True
+        ).coalesce()
+        return cls(torch.tensor(labels, dtype=torch.int64), adjacency.coalesce(), readout, len(vocabulary) + 1)
+
+    def __len__(self) -> int:
+        return self.readout.shape[0]
+
+    def onehot(self) -> torch.Tensor:
+        """(T, width) float32 node features."""
+        return torch.nn.functional.one_hot(self.labels, self.width).to(torch.float32)
