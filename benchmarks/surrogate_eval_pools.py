@@ -14,7 +14,9 @@ architectures (paired), under the same heads. Feature sets:
 - `adjacency`, `path`: the space's structural encodings;
 - `zc`: NASLib's zero-cost proxies (flops, params, snip, jacov, grad_norm, ...), sign-log
   transformed and standardised over the subset;
-- sums of those (`cole+path`, `cole+zc`, ...).
+- sums of those (`cole+path`, `cole+zc`, ...);
+- `none`: no block, for the graph head only (`--gin`: `gin_ensemble` reads each architecture's op graph,
+  `SearchSpace.op_graph`, with the feature set's blocks joined at its readout).
 
 COLE vectors are computed through the service's own pipeline and cache (COLECACHE_DATA_DIR) when
 missing, and kept as .npy under benchmarks/out/embeddings.
@@ -111,13 +113,14 @@ def blocks(pool: NaslibPool, npy_dir: Path) -> dict[str, np.ndarray]:
     out = {"cole": cole_vectors(pool, npy_dir), "zc": zc_matrix(pool)}
     for kind in ("adjacency", "path"):
         out[kind] = np.asarray([space.encode(a, kind) for a in archs], dtype=np.float32)
+    out["graphs"] = [space.op_graph(a) for a in archs]
     return out
 
 
 def config_for(features: str, head: HeadConfig) -> SurrogateConfig:
     """The default study surrogate with `features`' COLE block switched on or off (structural = the rest)."""
     default = SurrogateConfig()
-    parts = features.split("+")
+    parts = [p for p in features.split("+") if p != "none"]
     cole = "cole" in parts
     fc = default.features.model_copy(update={"cole": cole, "structural": tuple(p for p in parts if p != "cole")})
     if not cole:
@@ -127,12 +130,14 @@ def config_for(features: str, head: HeadConfig) -> SurrogateConfig:
 
 def split(features: str, data: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
     parts = features.split("+")
-    rest = [data[p] for p in parts if p != "cole"]
+    rest = [data[p] for p in parts if p not in ("cole", "none")]
     return (data["cole"] if "cole" in parts else None), (np.concatenate(rest, axis=1) if rest else None)
 
 
 # --- protocol -----------------------------------------------------------------------------------------
-def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress, log: Path | None = None) -> list[dict]:
+def run_space(
+    space: str, data, y, features, heads, sizes, folds, seed, progress, log: Path | None = None
+) -> list[dict]:
     """Every (fold, n, feature set, head) fit; rows already in `log` (a JSON-lines file) are reused, new ones
     appended as they finish, so a stopped run resumes where it was."""
     done = {}
@@ -149,6 +154,9 @@ def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress
             for feature in features:
                 cole, struct = split(feature, data)
                 for head_name, head in heads.items():
+                    graph_head = head.kind == "gin_ensemble"
+                    if feature == "none" and not graph_head:
+                        continue  # nothing to read without a graph
                     if (space, feature, head_name, n, fold) in done:
                         rows.append(done[(space, feature, head_name, n, fold)])
                         progress()
@@ -161,10 +169,13 @@ def run_space(space: str, data, y, features, heads, sizes, folds, seed, progress
                         y[train],
                         reference_cole=cole,
                         reference_struct=struct,
+                        graphs=[data["graphs"][i] for i in train] if graph_head else None,
                     )
                     fit_s = time.perf_counter() - started
                     mean, std = model.predict(
-                        None if cole is None else cole[test], None if struct is None else struct[test]
+                        None if cole is None else cole[test],
+                        None if struct is None else struct[test],
+                        graphs=[data["graphs"][i] for i in test] if graph_head else None,
                     )
                     rows.append(
                         {
@@ -196,8 +207,9 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
         "code, all-MiniLM-L6-v2 mean-pooled hidden state 5, PCA-64 fitted on the unlabelled subset); `adjacency`,",
         "`path` = the space's structural encodings; `zc` = NASLib's zero-cost proxies for these architectures",
         "(sign-log, standardised). Heads: `default` = `SurrogateConfig().head` (MLP ensemble, MSE + ranking loss),",
-        "`gp` = Matern 5/2 GP (with `--gp`). Published reference (best of GIN / FLAN-family predictors, test sets of thousands of",
-        "architectures, not ours): "
+        "`gp` = Matern 5/2 GP (with `--gp`), `gin` = `gin_ensemble` on the op graphs (with `--gin`; `none` = graph",
+        "only). Published reference (best of GIN / FLAN-family predictors, test sets of thousands of architectures,",
+        "not ours): "
         + "; ".join(f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces)
         + ".",
     ]
@@ -275,6 +287,7 @@ def main(
     folds: Annotated[int, typer.Option()] = 20,
     features: Annotated[list[str] | None, typer.Option("--features", help="Feature sets; default all.")] = None,
     gp: Annotated[bool, typer.Option(help="Also run every feature set under the GP head.")] = True,
+    gin: Annotated[bool, typer.Option(help="Also run every feature set under the GIN head (op graphs).")] = False,
     npy_dir: Annotated[Path, typer.Option()] = DEFAULT_NPY,
     out: Annotated[Path, typer.Option()] = RESULTS / "surrogate_eval_pools.md",
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
@@ -297,11 +310,14 @@ def main(
     heads = {"default": SurrogateConfig().head}
     if gp:
         heads["gp"] = HeadConfig(kind="gp")
+    if gin:
+        heads["gin"] = HeadConfig(kind="gin_ensemble")
     inputs = {}
     for space in spaces_t:
         pool = read_naslib_pool(space)
         inputs[space] = (blocks(pool, npy_dir), np.asarray(pool.accuracy, dtype=np.float64))
-    total = len(spaces_t) * folds * len(sizes_t) * len(features_t) * len(heads)
+    fits = sum(1 for f in features_t for h in heads.values() if f != "none" or h.kind == "gin_ensemble")
+    total = len(spaces_t) * folds * len(sizes_t) * fits
     rows = []
     raw = npy_dir.parent / "surrogate_eval_pools_rows.jsonl"  # raw scores, appended per fit (resumable)
     raw.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from colecache.benchdata import DATASETS, load_nb201
-from colecache.surrogate import Surrogate, SurrogateConfig
+from colecache.surrogate import FeatureConfig, HeadConfig, Surrogate, SurrogateConfig
 from colecache.surrogate.smoothing import NeighbourGraph, smooth
 from colecache_client.spaces import get_space
 from proxies_eval import config_for, proxy_matrix
@@ -53,7 +53,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SIZES = (128, 256)
 BASES = ("cole+path", "path", "cole+path+zc|sw=1")
-METHODS = tuple(m for base in BASES for m in (base, base + "+smooth"))
 DEFAULT_METHOD = "cole+path+smooth"  # studies/defaults.py: while some network of the space is unscored
 DEFAULT_SCORED = "cole+path+zc|sw=1+smooth"  # ... and once every one is
 ANCHORS = {128: 0.785, 256: 0.849}  # GIN / FLAN family, NB201 cifar10-valid
@@ -86,11 +85,24 @@ def cached_proxies(table, reps: np.ndarray, npy_dir: Path) -> np.ndarray | None:
     return None if asyncio.run(read()) is None else proxy_matrix(table, reps, npy_dir)
 
 
-def fit_predict(base: str, seed: int, train, y, cole, path, zc) -> np.ndarray:
+def study_config(base: str) -> SurrogateConfig:
+    """`gin+cole+zc|pw=6`: a leading `gin` is the graph head (`gin_ensemble`) reading the op graphs, the
+    blocks after it joined at its readout; otherwise the default MLP head on the blocks (proxies_eval.config_for)."""
+    graph = base.split("|")[0].split("+")[0] == "gin"
+    blocks = base.removeprefix("gin").removeprefix("+") if graph else base
+    gin = HeadConfig(kind="gin_ensemble")
+    if not blocks:
+        return SurrogateConfig(features=FeatureConfig(cole=False, reduce="none", structural=(), proxies=()), head=gin)
+    config = config_for(blocks)
+    return config.model_copy(update={"head": gin}) if graph else config
+
+
+def fit_predict(base: str, seed: int, train, y, cole, path, zc, graphs) -> np.ndarray:
     """Predicted means of every class by the study surrogate `base`, fitted on `train`."""
-    config = config_for(base).model_copy(update={"seed": seed})
+    config = study_config(base).model_copy(update={"seed": seed})
     fc = config.features
     use_cole, use_path, use_zc = fc.cole, bool(fc.structural), bool(fc.proxies)
+    use_graphs = config.uses_graphs
     model = Surrogate(config).fit(
         cole[train] if use_cole else None,
         path[train] if use_path else None,
@@ -98,12 +110,21 @@ def fit_predict(base: str, seed: int, train, y, cole, path, zc) -> np.ndarray:
         reference_cole=cole if use_cole else None,
         reference_struct=path if use_path else None,
         proxies=zc[train] if use_zc else None,
+        graphs=[graphs[i] for i in train] if use_graphs else None,
     )
-    mean, _ = model.predict(cole if use_cole else None, path if use_path else None, zc if use_zc else None)
+    mean, _ = model.predict(
+        cole if use_cole else None, path if use_path else None, zc if use_zc else None, graphs if use_graphs else None
+    )
     return mean
 
 
-def run(inputs, graph, zc, datasets, sizes, draws, seed, log: Path, progress) -> list[dict]:
+def op_graphs(table, reps: np.ndarray) -> list:
+    """Each class's op graph (the graph head's input), in `reps` order."""
+    space = get_space("nb201")
+    return [space.op_graph(space.parse(table.arch[i])) for i in reps]
+
+
+def run(inputs, graph, zc, datasets, sizes, draws, seed, log: Path, progress, bases=BASES) -> list[dict]:
     done = {}
     if log.is_file():
         for line in log.read_text().splitlines():
@@ -111,7 +132,8 @@ def run(inputs, graph, zc, datasets, sizes, draws, seed, log: Path, progress) ->
             done[(r["dataset"], r["n"], r["draw"], r["method"])] = r
     beta = SurrogateConfig().smoothing
     path = inputs.struct(("path",))
-    bases = [b for b in BASES if zc is not None or "zc" not in b]
+    graphs = op_graphs(inputs.table, inputs.reps)
+    bases = [b for b in bases if zc is not None or "zc" not in b]
     rows = []
     with log.open("a") as sink:
         for dataset in datasets:
@@ -129,7 +151,7 @@ def run(inputs, graph, zc, datasets, sizes, draws, seed, log: Path, progress) ->
                             progress(2)
                             continue
                         started = time.perf_counter()
-                        raw = fit_predict(base, draw, train, y, cole, path, zc)
+                        raw = fit_predict(base, draw, train, y, cole, path, zc, graphs)
                         fit_s = time.perf_counter() - started
                         smoothed = smooth(raw, graph.neighbour_mean(raw), beta)
                         for (_, _, _, method), pred in zip(keys, (raw, smoothed)):
@@ -204,7 +226,13 @@ def main(
     out: Annotated[Path, typer.Option(help="Markdown output; the plot goes beside it.")] = RESULTS
     / "surrogate_targets.md",
     threads: Annotated[int, typer.Option(help="torch threads for the heads.")] = 1,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Draw seed: 0 for the table, another (e.g. 7) for tuning draws.")] = 0,
+    bases: Annotated[
+        list[str] | None, typer.Option("--base", help="Repeat; default BASES (each also run +smooth).")
+    ] = None,
+    log: Annotated[
+        Path | None, typer.Option(help="Rows log (resumed); default benchmarks/out/surrogate_targets_rows.jsonl.")
+    ] = None,
 ) -> None:
     """Kendall tau of study surrogates with and without neighbourhood smoothing, against the published anchors."""
     import warnings
@@ -224,10 +252,12 @@ def main(
     zc = cached_proxies(table, reps, npy_dir)
     if zc is None:
         typer.echo("proxies of the space are not all cached: rows with zc skipped (colecache proxies --space nb201)")
-    methods = [m for m in METHODS if zc is not None or "zc" not in m]
-    log = npy_dir.parent / "surrogate_targets_rows.jsonl"
+    bases_t = tuple(bases or BASES)
+    shown = [b for b in bases_t if zc is not None or "zc" not in b]
+    methods = [m for b in bases_t for m in (b, b + "+smooth") if zc is not None or "zc" not in m]
+    log = log or npy_dir.parent / "surrogate_targets_rows.jsonl"
     with tqdm(total=len(datasets_t) * len(sizes_t) * draws * len(methods), unit="fit", dynamic_ncols=True) as bar:
-        rows = run(inputs, graph, zc, datasets_t, sizes_t, draws, seed, log, bar.update)
+        rows = run(inputs, graph, zc, datasets_t, sizes_t, draws, seed, log, bar.update, bases_t)
     summary = summarise(rows)
     wall = time.time() - started
 
@@ -270,12 +300,12 @@ def main(
         "",
         "Paired gain of smoothing (same fit, same draws), mean [95% CI half-width]:",
         "",
-        "| dataset | n | " + " | ".join(b.replace("|", "\\|") for b in BASES if zc is not None or "zc" not in b) + " |",
-        "|---|---:|" + "---:|" * len([b for b in BASES if zc is not None or "zc" not in b]),
+        "| dataset | n | " + " | ".join(b.replace("|", "\\|") for b in shown) + " |",
+        "|---|---:|" + "---:|" * len(shown),
     ]
     for d in datasets_t:
         for n in sizes_t:
-            gains = [paired_gain(rows, d, n, b) for b in BASES if zc is not None or "zc" not in b]
+            gains = [paired_gain(rows, d, n, b) for b in shown]
             lines.append(
                 f"| {DATASET_TITLES[d]} | {n} | " + " | ".join(f"{g:+.3f} [±{h:.3f}]" for g, h in gains) + " |"
             )

@@ -166,3 +166,39 @@ def test_graph_head_config_validation():
 
         study_surrogate(config, Flat())
     assert study_surrogate(config, NB201).head.kind == "gin_ensemble"
+
+
+async def test_a_graph_study_without_cole_smooths_on_the_enumerated_space(services):
+    """No embeddings to cache, so the whole space is its reference at once: `reference: space`, smoothed, and
+    each answered mean is the blend of the raw predictions (the same fit with smoothing off)."""
+    from colecache.studies.service import ObservationIn
+
+    surrogate = SurrogateConfig(features=GRAPH_ONLY, head=FAST_GIN.model_copy(update={"epochs": 60}))
+    options = {
+        "space": "nb201",
+        "objective": "accuracy",
+        "direction": "maximize",
+        "render": {"primitives": "exclude_helper", "context": "none", "dataset": "cifar10", "canonical": True},
+        "embedder": {"pooling": "mean"},
+        "owner": None,
+    }
+    cells, _ = _nb201(30, seed=2)
+    studies = services.studies
+    smoothed = studies.repo.create(name="gin", surrogate=surrogate.model_dump(mode="json"), **options)
+    raw = studies.repo.create(
+        name="gin-raw", surrogate=surrogate.model_copy(update={"smoothing": 0}).model_dump(mode="json"), **options
+    )
+    rows = [ObservationIn(c.to_string(), 50 + 10 * _wired(c)) for c in cells]
+    for study in (smoothed, raw):
+        await studies.observe(study, rows, "reject")
+    asked = [c.to_string() for c in _nb201(60, seed=9)[0][-5:]]
+    got = await studies.predict(studies.repo.get(smoothed.id, None), asked)
+    plain = await studies.predict(studies.repo.get(raw.id, None), asked)
+    assert got.fitted.reference == "space" and got.fitted.smoothing is not None
+    assert plain.fitted.reference == "space" and plain.fitted.smoothing is None
+    graph, neighbour_mean = got.fitted.smoothing
+    for spec, mean, own in zip(asked, got.mean, plain.mean):
+        node = graph.index[NB201.canonical(NB201.parse(spec))]
+        assert mean == pytest.approx(0.2 * own + 0.8 * neighbour_mean[node], abs=1e-6)
+    with pytest.raises(Exception, match="reads op graphs, so code specs"):
+        studies.parse_study_specs(studies.repo.get(raw.id, None), [{"code": "class Net: pass"}])

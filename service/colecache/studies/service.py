@@ -113,10 +113,10 @@ class FeatureRows:
 class SpaceReference:
     """Every cell of an enumerable space, read from the cache: the unlabelled reference of a fit."""
 
-    cole: np.ndarray  # (distinct rendered codes, d)
+    cole: np.ndarray | None  # (distinct rendered codes, d); None for a study without COLE
     struct: np.ndarray | None  # (cells, s), when the study uses structural encodings
     cells: list  # the space's enumeration (`all_cells()`)
-    cell_rows: np.ndarray  # (cells,): the row of `cole` holding each cell's vector
+    cell_rows: np.ndarray | None  # (cells,): the row of `cole` holding each cell's vector
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,7 @@ class StudyService:
         self._warned: set[str] = set()  # studies already warned about a degraded reference
         self._fits: SingleFlight[tuple[str, int, bool], FittedSurrogate] = SingleFlight()
         self._references: dict[tuple[str, str], tuple[float, SpaceReference | None]] = {}
+        self._plain_references: dict[tuple, SpaceReference | None] = {}
         self._graphs: dict[tuple[str, bool], NeighbourGraph] = {}
         self._graph_proxies: dict[tuple[str, bool], np.ndarray] = {}  # every class's proxies, once all are cached
         self._scored_spaces: set[str] = set()  # every network's proxies cached: stays so (values never change)
@@ -305,8 +306,14 @@ class StudyService:
     async def _space_reference(self, study: StudyRecord, options: StudyOptions) -> SpaceReference | None:
         """Every cell of the space (embeddings from the durable tier, structural encodings), if all are cached.
 
-        Never computes embeddings: run `colecache precompute` to make the space reference available.
+        Never computes embeddings: run `colecache precompute` to make the space reference available. A study
+        without COLE needs no cache: its reference is the enumeration itself (what smoothing predicts on).
         """
+        if not options.surrogate.features.cole:
+            memo = ("no-cole", study.space, options.surrogate.features.structural)
+            if memo not in self._plain_references:
+                self._plain_references[memo] = await anyio.to_thread.run_sync(self._enumerate_space, study, options)
+            return self._plain_references[memo]
         fingerprint = self.pipeline.readout(options.embedder).fingerprint
         memo_key = (fingerprint.id, options.render.model_dump_json())
         now = time.monotonic()
@@ -369,6 +376,22 @@ class StudyService:
             ref_struct = np.concatenate([ref_struct, struct])
         return ref_cole, ref_struct
 
+    def _enumerate_space(self, study: StudyRecord, options: StudyOptions) -> SpaceReference | None:
+        """The space's cells and structural encodings, no embeddings (None when it cannot be enumerated)."""
+        space = get_space(study.space)
+        try:
+            cells = list(space.all_cells())
+        except NotImplementedError:
+            return None
+        return SpaceReference(None, self._structural(space, options, cells), cells, None)
+
+    @staticmethod
+    def _structural(space, options: StudyOptions, cells: Sequence) -> np.ndarray | None:
+        kinds = options.surrogate.features.structural
+        if not kinds:
+            return None
+        return np.array([np.concatenate([space.encode(c, kind) for kind in kinds]) for c in cells])
+
     def _load_space_reference(self, study: StudyRecord, options: StudyOptions, fingerprint_id: str):
         space = get_space(study.space)
         try:
@@ -384,10 +407,7 @@ class StudyService:
         found = durable.get_many(keys)
         cole = np.stack([found[k].vector for k in keys])
         row_of = {k: i for i, k in enumerate(keys)}
-        struct = None
-        if options.surrogate.features.structural:
-            kinds = options.surrogate.features.structural
-            struct = np.array([np.concatenate([space.encode(c, kind) for kind in kinds]) for c in cells])
+        struct = self._structural(space, options, cells)
         return SpaceReference(cole, struct, cells, np.asarray([row_of[k] for k in cell_keys]))
 
     async def _graph(self, study: StudyRecord, options: StudyOptions, cells: list) -> NeighbourGraph:
@@ -505,7 +525,7 @@ class StudyService:
         y = np.array([r.value for r in records])
         reference, reference_kind = None, "observed"
         if options.surrogate.features.reference == "space":
-            if options.surrogate.features.cole:
+            if options.surrogate.features.cole or options.surrogate.uses_graphs:
                 reference = await self._space_reference(study, options)
                 reference_kind = "space"
             if reference is None:
