@@ -57,14 +57,15 @@ class MLPEnsemble:
 
     def _init(self, n_in: int, generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
         sizes = [n_in] + [self.config.hidden] * self.config.layers + [1]
+        return [self._layer(fan_in, fan_out, generator) for fan_in, fan_out in itertools.pairwise(sizes)]
+
+    def _layer(self, fan_in: int, fan_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One linear layer per member: weight (M, fan_in, fan_out), bias (M, 1, fan_out), uniform init."""
         members = self.config.members
-        params = []
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            bound = 1.0 / math.sqrt(fan_in)
-            w = (torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound * math.sqrt(3)
-            b = (torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound
-            params.append((w.requires_grad_(), b.requires_grad_()))
-        return params
+        bound = 1.0 / math.sqrt(fan_in)
+        w = (torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound * math.sqrt(3)
+        b = (torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound
+        return w.requires_grad_(), b.requires_grad_()
 
     @staticmethod
     def _forward(params, x: torch.Tensor) -> torch.Tensor:
@@ -99,12 +100,19 @@ class MLPEnsemble:
             index = torch.arange(n).expand(cfg.members, n)
         xb, yb = xt[index], yt[index]  # (M, n, d), (M, n)
         params = self._init(x.shape[1], generator)
-        optimizer = torch.optim.AdamW(
-            [p for pair in params for p in pair], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        self._train([p for pair in params for p in pair], lambda: self._forward(params, xb), yb, generator)
+        self.weights = [(w.detach(), b.detach()) for w, b in params]
+        self._calibrate(lambda: self._forward(self.weights, xb), yb)
+        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
+        return self
+
+    def _train(self, tensors: list[torch.Tensor], outputs, yb: torch.Tensor, generator: torch.Generator) -> None:
+        """Full-batch AdamW for `epochs` on the configured loss of `outputs()` (M, n) against `yb` (M, n)."""
+        cfg = self.config
+        optimizer = torch.optim.AdamW(tensors, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         for _ in range(cfg.epochs):
             optimizer.zero_grad(set_to_none=True)
-            pred = self._forward(params, xb)
+            pred = outputs()
             loss = pred.new_zeros(())
             if cfg.loss in ("mse", "mse+ranking"):
                 loss = loss + torch.mean((pred - yb) ** 2)
@@ -112,19 +120,20 @@ class MLPEnsemble:
                 loss = loss + cfg.ranking_weight * self._ranking_loss(pred, yb, generator)
             loss.backward()
             optimizer.step()
-        self.weights = [(w.detach(), b.detach()) for w, b in params]
+
+    def _calibrate(self, outputs, yb: torch.Tensor) -> None:
+        """A pure ranking loss fixes no scale: map each member's scores `outputs()` (M, n) onto its own
+        resample `yb` linearly. Other losses need no calibration."""
         self.calibration = None
-        if cfg.loss == "ranking":
-            # A pure ranking loss fixes no scale: map each member's scores onto its own resample linearly.
-            with torch.no_grad():
-                scores = self._forward(self.weights, xb)
-            a = np.array([np.polyfit(s.numpy(), t.numpy(), 1) for s, t in zip(scores, yb)])
-            self.calibration = (
-                torch.as_tensor(a[:, 0:1], dtype=torch.float32),
-                torch.as_tensor(a[:, 1:2], dtype=torch.float32),
-            )
-        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
-        return self
+        if self.config.loss != "ranking":
+            return
+        with torch.no_grad():
+            scores = outputs()
+        a = np.array([np.polyfit(s.numpy(), t.numpy(), 1) for s, t in zip(scores, yb)])
+        self.calibration = (
+            torch.as_tensor(a[:, 0:1], dtype=torch.float32),
+            torch.as_tensor(a[:, 1:2], dtype=torch.float32),
+        )
 
     def _residual_variance(self, x: np.ndarray, y: np.ndarray, index: torch.Tensor | None) -> float:
         """Out-of-bag mean squared residual (in-sample without bootstrap) less the members' mean spread on
@@ -201,13 +210,6 @@ class GINEnsemble(MLPEnsemble):
         head = [self._layer(a, b, generator) for a, b in itertools.pairwise(head_sizes)]
         return gin, head
 
-    def _layer(self, fan_in: int, fan_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        members = self.config.members
-        bound = 1.0 / math.sqrt(fan_in)
-        w = (torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound * math.sqrt(3)
-        b = (torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound
-        return w.requires_grad_(), b.requires_grad_()
-
     @staticmethod
     def _propagate(matrix: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Sparse (R, T) times every member's (T, d) state: (M, T, d) -> (M, R, d)."""
@@ -243,27 +245,10 @@ class GINEnsemble(MLPEnsemble):
         yb = yt[index]
         params = self._init_graph(batch.width, side.shape[1], generator)
         tensors = [t for part in params for pair in part for t in pair]
-        optimizer = torch.optim.AdamW(tensors, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        for _ in range(cfg.epochs):
-            optimizer.zero_grad(set_to_none=True)
-            pred = torch.gather(self._forward_graphs(params, batch, side), 1, index)  # each member's resample
-            loss = pred.new_zeros(())
-            if cfg.loss in ("mse", "mse+ranking"):
-                loss = loss + torch.mean((pred - yb) ** 2)
-            if cfg.loss in ("ranking", "mse+ranking"):
-                loss = loss + cfg.ranking_weight * self._ranking_loss(pred, yb, generator)
-            loss.backward()
-            optimizer.step()
+        # Every graph once per step, then each member's bootstrap resample gathered from its outputs.
+        self._train(tensors, lambda: torch.gather(self._forward_graphs(params, batch, side), 1, index), yb, generator)
         self.weights = tuple([(w.detach(), b.detach()) for w, b in part] for part in params)
-        self.calibration = None
-        if cfg.loss == "ranking":
-            with torch.no_grad():
-                scores = torch.gather(self._forward_graphs(self.weights, batch, side), 1, index)
-            a = np.array([np.polyfit(s.numpy(), t.numpy(), 1) for s, t in zip(scores, yb)])
-            self.calibration = (
-                torch.as_tensor(a[:, 0:1], dtype=torch.float32),
-                torch.as_tensor(a[:, 1:2], dtype=torch.float32),
-            )
+        self._calibrate(lambda: torch.gather(self._forward_graphs(self.weights, batch, side), 1, index), yb)
         self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
         return self
 
