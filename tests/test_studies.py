@@ -174,24 +174,43 @@ async def test_concurrent_writers_lose_nothing(services):
 
 
 def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
-    """studies/defaults.study_surrogate: proxies only on a scored space and for architecture studies, structural
-    weight 1 with proxies unless set, and errors that name the field."""
+    """studies/defaults.study_surrogate: NB201 reads op graphs (GIN) without COLE or path; proxies only on a
+    scored space and for architecture studies; the MLP rules (structural weight 1 with proxies unless set)
+    wherever the MLP head is used; errors that name the field."""
     from colecache.proxies import PROXIES
     from colecache.studies.defaults import study_surrogate
     from colecache_client.spaces import SpecError
 
-    def resolve(space: str, scored: bool, **features):
-        config = SurrogateConfig.model_validate({"features": features})
-        return study_surrogate(config, get_space(space), scored).features
+    def resolve(space: str, scored: bool, head: dict | None = None, **features):
+        config = SurrogateConfig.model_validate({"features": features, "head": head or {}})
+        return study_surrogate(config, get_space(space), scored)
 
-    assert resolve("nb201", False).proxies == () and resolve("nb201", False).structural_weight == 2.0
+    unscored = resolve("nb201", False)
+    assert unscored.head.kind == "gin_ensemble" and not unscored.features.cole and unscored.features.structural == ()
+    assert unscored.features.proxies == ()
     scored = resolve("nb201", True)
-    assert scored.proxies == PROXIES and scored.structural_weight == 1.0 and scored.structural == ("path",)
-    assert resolve("nb201", True, structural_weight=3).structural_weight == 3.0
-    opted_out = resolve("nb201", True, proxies=[])
+    assert scored.head.kind == "gin_ensemble" and scored.features.proxies == PROXIES
+    assert scored.features.proxy_weight == 3.0 and not scored.features.cole
+    assert resolve("nb201", True, head={"epochs": 50}).head.kind == "gin_ensemble"  # other head fields kept
+    with_cole = resolve("nb201", True, cole=True)
+    assert with_cole.head.kind == "gin_ensemble" and with_cole.features.cole and with_cole.features.structural == ()
+    assert resolve("nb201", True, proxies=[]).features.proxies == ()
+    # A study for code specs (`structural: []`) keeps the MLP on COLE: code has no op graph, nor a network to score.
+    code = resolve("nb201", True, structural=[])
+    assert code.head.kind == "mlp_ensemble" and code.features.cole and code.features.proxies == ()
+
+    # The MLP head (asked for on NB201, or the default elsewhere): COLE + path, weight 1 with proxies.
+    def mlp(scored: bool, **features):
+        return resolve("nb201", scored, head={"kind": "mlp_ensemble"}, **features).features
+
+    assert mlp(False).proxies == () and mlp(False).structural_weight == 2.0 and mlp(False).cole
+    assert mlp(True).proxies == PROXIES and mlp(True).structural_weight == 1.0 and mlp(True).structural == ("path",)
+    assert mlp(True).proxy_weight == 8.0 and mlp(True, structural_weight=3).structural_weight == 3.0
+    opted_out = mlp(True, proxies=[])
     assert opted_out.proxies == () and opted_out.structural_weight == 2.0
-    assert resolve("nb201", True, structural=[]).proxies == ()  # code specs: nothing to score
-    assert resolve("nb201", False, proxies=["synflow"]).structural_weight == 1.0
+    assert mlp(False, proxies=["synflow"]).structural_weight == 1.0
+    nb101 = resolve("nb101", False)
+    assert nb101.head.kind == "mlp_ensemble" and nb101.features.structural == ("path",) and nb101.features.cole
     with pytest.raises(SpecError, match=r"^surrogate\.features\.proxies: .*'einspace' defines no network"):
         resolve("einspace", False, proxies=["params"])
     with pytest.raises(SpecError, match=r"^surrogate\.features\.structural: .*no encoding\(s\) 'bogus'"):

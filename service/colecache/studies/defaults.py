@@ -15,6 +15,10 @@ STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)
 # With the zero-cost proxy block in, the structural block's best weight drops from 2 to 1
 # (benchmarks/results/proxies.md, tuning draws; benchmarks/results/surrogate_targets.md, 20 draws).
 PROXY_STRUCTURAL_WEIGHT = 1.0
+GRAPH_HEAD = "gin_ensemble"
+GRAPH_HEAD_SPACES: dict[str, dict] = {"nb201": {"cole": False, "structural": (), "proxy_weight": 3.0}}
+"""Spaces whose default study head reads op graphs (GRAPH_HEAD), with the feature blocks it then defaults to:
+where that ranked best measured (benchmarks/results/surrogate_targets.md, issue-10 protocol)."""
 
 
 def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached: bool = False) -> SurrogateConfig:
@@ -27,12 +31,21 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
       draws, n = 128): Kendall tau 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668 without
       (benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
       server would spend ~0.5 s of CPU per network it is asked to predict;
-    - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`.
+    - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`;
+    - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD and unset feature fields take that space's
+      entry, unless the study set `structural: []` (the way a study for code specs says so: code has no op
+      graph, so it keeps the MLP head on COLE).
 
     Raises SpecError naming the field and any encoding the space does not have, or a graph head on a space
     without op graphs (-> 422, nothing stored)."""
     features = config.features
     given = features.model_fields_set
+    code_study = "structural" in given and not features.structural
+    if space.name in GRAPH_HEAD_SPACES and "kind" not in config.head.model_fields_set and not code_study:
+        config = config.model_copy(update={"head": config.head.model_copy(update={"kind": GRAPH_HEAD})})
+        unset = {k: v for k, v in GRAPH_HEAD_SPACES[space.name].items() if k not in given}
+        features = features.model_copy(update=unset)
+        given = given | set(unset)
     if "structural" not in given:
         features = features.model_copy(update={"structural": tuple(space.default_encodings)})
     unknown = [kind for kind in features.structural if kind not in space.encodings]
@@ -42,7 +55,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
             f"surrogate.features.structural: search space {space.name!r} has no encoding(s) "
             f"{', '.join(map(repr, unknown))} (known: {known})"
         )
-    if "proxies" not in given and proxies_cached and features.structural:
+    if "proxies" not in given and proxies_cached and (features.structural or config.uses_graphs):
         features = features.model_copy(update={"proxies": tuple(PROXIES)})
     if features.proxies and space.proxy_network() is None:
         raise SpecError(

@@ -182,6 +182,7 @@ class StudyService:
         self._fits: SingleFlight[tuple[str, int, bool], FittedSurrogate] = SingleFlight()
         self._references: dict[tuple[str, str], tuple[float, SpaceReference | None]] = {}
         self._plain_references: dict[tuple, SpaceReference | None] = {}
+        self._graph_ops: dict[tuple[str, bool], list[OpGraph]] = {}
         self._graphs: dict[tuple[str, bool], NeighbourGraph] = {}
         self._graph_proxies: dict[tuple[str, bool], np.ndarray] = {}  # every class's proxies, once all are cached
         self._scored_spaces: set[str] = set()  # every network's proxies cached: stays so (values never change)
@@ -458,8 +459,11 @@ class StudyService:
             proxies = values[:, [PROXIES.index(name) for name in features.proxies]]
         graphs = None
         if options.surrogate.uses_graphs:
-            space = get_space(study.space)
-            graphs = [space.op_graph(reference.cells[i]) for i in nodes]
+            memo_key = (study.space, options.render.canonical)
+            if memo_key not in self._graph_ops:  # one op graph per class, built once (NB201: ~0.2 s)
+                space = get_space(study.space)
+                self._graph_ops[memo_key] = [space.op_graph(reference.cells[i]) for i in nodes]
+            graphs = self._graph_ops[memo_key]
         raw, _ = await anyio.to_thread.run_sync(surrogate.predict, cole, struct, proxies, graphs)
         return graph, graph.neighbour_mean(raw)
 

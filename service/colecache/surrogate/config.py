@@ -53,15 +53,15 @@ class FeatureConfig(BaseModel):
         max_length=len(PROXIES),
         description="Zero-cost proxies of each untrained network (`POST /proxies`; fill a space ahead with "
         "`colecache proxies`) appended as a block, each standardised on the observed cells. A study that leaves "
-        "it unset gets all of them when its whole space is scored at creation and it has structural encodings, "
-        "else none; with proxies, an unset structural_weight is 1 (studies/defaults.py).",
+        "it unset gets all of them when its whole space is scored at creation and it has structural encodings or "
+        "a graph head, else none; with proxies, an unset structural_weight is 1 (studies/defaults.py).",
     )
     proxy_weight: float = Field(
         8.0,
         gt=0,
         le=1e4,
-        description="Scale of the proxy block relative to COLE's (8: best of 1-16 on tuning draws, "
-        "benchmarks/results/proxies.md).",
+        description="Scale of the proxy block relative to COLE's (8: best of 1-16 for the MLP head on tuning draws, "
+        "benchmarks/results/proxies.md; NB201's default GIN study takes 3, studies/defaults.py).",
     )
 
     @model_validator(mode="after")
@@ -77,7 +77,7 @@ class FeatureConfig(BaseModel):
 
 
 class HeadConfig(BaseModel):
-    """The regression head. `mlp_ensemble` gives uncertainty from member disagreement."""
+    """The regression head. The ensembles give uncertainty from member disagreement (plus out-of-bag noise)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 

@@ -42,27 +42,26 @@ class GraphBatch:
         """Raises ValueError on an empty batch."""
         if not graphs:
             raise ValueError("no graphs to pack")
-        labels: list[int] = []
-        owner: list[int] = []
-        pairs: set[tuple[int, int]] = set()  # a pair written both ways is one undirected edge
-        offset = 0
-        for g, graph in enumerate(graphs):
-            labels += [vocabulary.get(op, UNSEEN) for op in graph.ops]
-            for source, target in graph.edges:
-                if source != target:
-                    pairs |= {(offset + source, offset + target), (offset + target, offset + source)}
-            owner += [g] * len(graph.ops)
-            offset += len(graph.ops)
-        total = offset
-        index = torch.tensor(sorted(pairs), dtype=torch.int64).reshape(-1, 2).T
+        sizes = np.fromiter((len(graph.ops) for graph in graphs), dtype=np.int64, count=len(graphs))
+        total = int(sizes.sum())
+        offsets = np.cumsum(sizes) - sizes
+        labels = np.fromiter((vocabulary.get(op, UNSEEN) for graph in graphs for op in graph.ops), np.int64, total)
+        counts = [len(graph.edges) for graph in graphs]
+        edges = np.array([edge for graph in graphs for edge in graph.edges], dtype=np.int64).reshape(-1, 2)
+        edges = edges + np.repeat(offsets, counts)[:, None]
+        edges = edges[edges[:, 0] != edges[:, 1]]
+        # Both directions; a pair written both ways (or twice) is one undirected edge.
+        pairs = np.unique(np.concatenate([edges, edges[:, ::-1]]), axis=0).reshape(-1, 2)
+        index = torch.as_tensor(pairs.T.copy())
         adjacency = torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), (total, total), check_invariants=True)
-        owner_t = torch.tensor(owner, dtype=torch.int64)
-        sizes = np.bincount(owner, minlength=len(graphs)).astype(np.float32)
-        weights = torch.as_tensor(1.0 / sizes[owner], dtype=torch.float32)
+        owner = np.repeat(np.arange(len(graphs)), sizes)
         readout = torch.sparse_coo_tensor(
-            torch.stack([owner_t, torch.arange(total)]), weights, (len(graphs), total), check_invariants=True
+            torch.as_tensor(np.stack([owner, np.arange(total)])),
+            torch.as_tensor((1.0 / sizes[owner]).astype(np.float32)),
+            (len(graphs), total),
+            check_invariants=True,
         ).coalesce()
-        return cls(torch.tensor(labels, dtype=torch.int64), adjacency.coalesce(), readout, len(vocabulary) + 1)
+        return cls(torch.as_tensor(labels), adjacency.coalesce(), readout, len(vocabulary) + 1)
 
     def __len__(self) -> int:
         return self.readout.shape[0]

@@ -19,7 +19,7 @@ from ...cache.keys import cache_key
 from ...db.engine import head_revision
 from ...render import check_options, render
 from ...specs import ArchSpec
-from ...studies.defaults import STUDY_EMBEDDER, STUDY_RENDER
+from ...studies.defaults import STUDY_EMBEDDER, STUDY_RENDER, study_surrogate
 from ...surrogate import SurrogateConfig
 from ..deps import get_services
 from ..errors import NotReady
@@ -99,9 +99,15 @@ class ReferenceCheck:
     async def _check_space(self, services: Services, name: str, space: SearchSpace) -> dict[str, Any]:
         base = {"command": f"colecache precompute --space {name}"}
         pipeline = services.pipeline
-        features = SurrogateConfig().features
+        try:
+            features = study_surrogate(SurrogateConfig(), space).features
+        except ValueError as exc:  # a plugin whose default encodings it does not have
+            return {**base, "precomputed": None, "detail": f"the default study options do not apply: {exc}"}
         if features.reference != "space" or not features.cole:
-            return {**base, "precomputed": None, "detail": "default studies do not use a whole-space reference"}
+            return {
+                "precomputed": None,
+                "detail": "default studies of this space read no embeddings, so there is nothing to precompute",
+            }
         try:
             check_options(name, STUDY_RENDER)
             fingerprint = pipeline.readout(STUDY_EMBEDDER).fingerprint
