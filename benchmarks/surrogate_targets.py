@@ -8,12 +8,14 @@ Methods (each a study configuration; `+smooth` = the same fit, then `surrogate.s
 server applies it: every class predicted, then blended with the mean prediction of its one-edit neighbour
 classes, surrogate/smoothing.py):
 
-- `cole+path` (the default study before smoothing) and `cole+path+smooth` (the default study while the
-  space's proxies are not all cached);
+- `cole+path`, `cole+path+smooth` (the MLP head on COLE + path: the default study until 2026-12-07);
 - `path`, `path+smooth` (the structural encoding alone, same head);
-- `cole+path+zc|sw=1` and its `+smooth` (zero-cost proxies as a block at weight 8, path at weight 1: what a
-  default study takes once the whole space's proxies are cached, `colecache proxies --space nb201`; rows only
-  then).
+- `cole+path+zc|sw=1` and its `+smooth` (zero-cost proxies as a block at weight 8, path at weight 1: the MLP
+  study on a scored space; rows only once the whole space's proxies are cached, `colecache proxies`);
+- `gin`, `gin+smooth` (the graph head on each cell's op graph alone: the default study while the space's
+  proxies are not all cached);
+- `gin+zc|pw=3` and its `+smooth` (the proxies joined at the GIN's readout, weight 3: the default study once
+  they are); `gin+cole+zc|pw=3` (COLE's PCA-64 block joined too).
 
 Reference lines in the plot: GIN / FLAN-family predictors on cifar10-valid (0.785 at n=128, 0.849 at n=256; our
 CIFAR-10 column is the 200-epoch test accuracy of training on train+val) and the issue's targets (0.80, 0.86).
@@ -52,9 +54,9 @@ from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, Inputs, re
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SIZES = (128, 256)
-BASES = ("cole+path", "path", "cole+path+zc|sw=1")
-DEFAULT_METHOD = "cole+path+smooth"  # studies/defaults.py: while some network of the space is unscored
-DEFAULT_SCORED = "cole+path+zc|sw=1+smooth"  # ... and once every one is
+BASES = ("cole+path", "path", "cole+path+zc|sw=1", "gin", "gin+zc|pw=3", "gin+cole+zc|pw=3")
+DEFAULT_METHOD = "gin+smooth"  # studies/defaults.py: while some network of the space is unscored
+DEFAULT_SCORED = "gin+zc|pw=3+smooth"  # ... and once every one is
 ANCHORS = {128: 0.785, 256: 0.849}  # GIN / FLAN family, NB201 cifar10-valid
 TARGETS = {128: 0.80, 256: 0.86}
 
@@ -273,11 +275,13 @@ def main(
         f"Protocol: {draws} random training draws per (dataset, n) of n of the 6,466 isomorphism classes; test = "
         "every other class; Kendall tau of the predicted means, mean [95% CI half-width]; paired (same cells for "
         "every method). Accuracies: NB201 200-epoch test accuracy (CIFAR-10: trained on train+val; the published "
-        "anchors use cifar10-valid). Head: the default study head; COLE = all-MiniLM-L6-v2, "
-        f"`{DEFAULT_COLE}`, PCA-64 on the whole space; `path` = NB201 path encoding (weight 2); `zc` = the 7 "
-        f"zero-cost proxies (weight 8; `|sw=1`: path at weight 1); `+smooth` = neighbourhood smoothing "
-        f"{SurrogateConfig().smoothing} on the one-edit class graph (what a study does once the space is "
-        f"precomputed). **Default study now: `{DEFAULT_METHOD}`; `{DEFAULT_SCORED}` "
+        "anchors use cifar10-valid). Heads: the MLP ensemble (5 x 2 x 64) on the named blocks, or with a "
+        "leading `gin` the GIN ensemble (5 x 3 GIN layers of 32 on each cell's 8-node op graph, the blocks joined "
+        f"at its readout); COLE = all-MiniLM-L6-v2, `{DEFAULT_COLE}`, PCA-64 on the whole space; `path` = NB201 "
+        "path encoding (weight 2); `zc` = the 7 zero-cost proxies (weight 8; `|sw=1`: path at weight 1; `|pw=3`: "
+        f"proxies at weight 3); `+smooth` = neighbourhood smoothing {SurrogateConfig().smoothing} on the one-edit "
+        f"class graph (what a study does with the whole space as its reference). **Default study now: "
+        f"`{DEFAULT_METHOD}`; `{DEFAULT_SCORED}` "
         "when the space's proxies are all cached at its creation.**",
         "",
         "| dataset | n | " + " | ".join(m.replace("|", "\\|") for m in methods) + " | published (C10-valid) | target |",
