@@ -130,11 +130,13 @@ class Bananas:
 
         `whole_space`: every `ask` scores every architecture of the study's space not yet observed or
         pending (one per isomorphism class; enumerable spaces only, e.g. NB201's 6,466 classes: one
-        `/predict` per ask, about 1 s with the refit on a 2-core server whose space is precomputed) instead
-        of mutations of the best. Measured on NB201 CIFAR-100 (default study on a scored server, EI, batches
-        of 10, 30 seeds): 41.1 queries to the optimum on average against 59.6 with mutations and Thompson
-        sampling (benchmarks/results/search/nb201_c100_space/search.md; smaller, not significant gains on
-        CIFAR-10 and ImageNet16-120).
+        `/predict` per ask: 3.6 s with the refit of NB201's default graph study at 100 observations on an idle
+        2-core server, 0.9 s without) instead of mutations of the best. Measured on NB201 CIFAR-100 (default
+        study on a scored server, EI, batches of 10, 30 seeds): 24.4 queries to the optimum on average with
+        the default graph study (benchmarks/results/search/nb201_c100_gin/search.md); with the earlier MLP
+        default 41.1, against 59.6 with mutations and Thompson sampling
+        (benchmarks/results/search/nb201_c100_space/search.md; smaller, not significant gains on CIFAR-10 and
+        ImageNet16-120, not rerun with the graph study).
         Raises ValueError with `pool`, or for a space that cannot be enumerated.
 
         `acquisition`: expected improvement by default (with the kriging believer within a batch): on NB201

@@ -41,7 +41,8 @@ def main() -> None:
         "--whole-space",
         action="store_true",
         help="score every NB201 class at each step instead of mutations of the best (the best measured search; "
-        "precompute the server's space first: colecache precompute --space nb201)",
+        "the default study reads op graphs and needs no precompute; `colecache proxies --space nb201` gives it "
+        "the zero-cost proxies)",
     )
     args = parser.parse_args()
 
