@@ -153,7 +153,13 @@ def test_gin_is_seeded_joins_side_features_and_predicts_unseen_labels():
 
 def test_graph_head_config_validation():
     with pytest.raises(ValueError, match="needs an input"):
-        SurrogateConfig(features=GRAPH_ONLY)  # no block and an MLP head: nothing to read
+        SurrogateConfig(features=GRAPH_ONLY, head=HeadConfig(kind="mlp_ensemble"))  # nothing to read
+    unresolved = SurrogateConfig(features=GRAPH_ONLY)  # the head kind is unset: the study's space decides
+    assert study_surrogate(unresolved, NB201).head.kind == "gin_ensemble"
+    with pytest.raises(SpecError, match=r"^surrogate: the surrogate needs an input.*'nb101' has no default graph"):
+        study_surrogate(unresolved, get_space("nb101"))
+    with pytest.raises(ValueError, match="needs an input"):
+        Surrogate(unresolved)
     config = SurrogateConfig(features=GRAPH_ONLY, head=FAST_GIN)
     assert config.uses_graphs
     with pytest.raises(ValueError, match="op graph"):
@@ -195,10 +201,12 @@ async def test_a_graph_study_without_cole_smooths_on_the_enumerated_space(servic
     got = await studies.predict(studies.repo.get(smoothed.id, None), asked)
     plain = await studies.predict(studies.repo.get(raw.id, None), asked)
     assert got.fitted.reference == "space" and got.fitted.smoothing is not None
+    # Canonical rendering: each answer names its class representative, as a study with COLE does.
+    assert got.archs == [NB201.to_string(NB201.canonical_arch(NB201.parse(a))) for a in asked]
     assert plain.fitted.reference == "space" and plain.fitted.smoothing is None
     graph, neighbour_mean = got.fitted.smoothing
     for spec, mean, own in zip(asked, got.mean, plain.mean):
         node = graph.index[NB201.canonical(NB201.parse(spec))]
         assert mean == pytest.approx(0.2 * own + 0.8 * neighbour_mean[node], abs=1e-6)
-    with pytest.raises(Exception, match="reads op graphs, so code specs"):
+    with pytest.raises(Exception, match=r"reads op graphs, so code specs cannot be used \(a study for code specs"):
         studies.parse_study_specs(studies.repo.get(raw.id, None), [{"code": "class Net: pass"}])

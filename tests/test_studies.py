@@ -195,9 +195,15 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     with_cole = resolve("nb201", True, cole=True)
     assert with_cole.head.kind == "gin_ensemble" and with_cole.features.cole and with_cole.features.structural == ()
     assert resolve("nb201", True, proxies=[]).features.proxies == ()
+    # Asking for the graph head by name gives the same study as leaving it unset.
+    named = resolve("nb201", True, head={"kind": "gin_ensemble"})
+    assert named.features == scored.features and named.head.kind == "gin_ensemble"
     # A study for code specs (`structural: []`) keeps the MLP on COLE: code has no op graph, nor a network to score.
     code = resolve("nb201", True, structural=[])
     assert code.head.kind == "mlp_ensemble" and code.features.cole and code.features.proxies == ()
+    # ... but `structural: []` with COLE off is no code study: the default study's stored features, copied, work.
+    copied = resolve("nb201", False, cole=False, structural=[], proxies=[])
+    assert copied.head.kind == "gin_ensemble" and copied.features == unscored.features
 
     # The MLP head (asked for on NB201, or the default elsewhere): COLE + path, weight 1 with proxies.
     def mlp(scored: bool, **features):

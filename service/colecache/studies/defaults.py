@@ -9,6 +9,7 @@ from ..embedding.options import EmbedOptions
 from ..proxies import PROXIES
 from ..render.options import RenderOptions
 from ..surrogate import SurrogateConfig
+from ..surrogate.config import NO_INPUT
 
 STUDY_RENDER = RenderOptions(primitives="exclude_helper", context="none", canonical=True)
 STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)
@@ -32,17 +33,20 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
       (benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
       server would spend ~0.5 s of CPU per network it is asked to predict;
     - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`;
-    - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD and unset feature fields take that space's
-      entry, unless the study set `structural: []` (the way a study for code specs says so: code has no op
-      graph, so it keeps the MLP head on COLE).
+    - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD, and a GRAPH_HEAD study (defaulted or asked
+      for) takes that space's entry for its unset feature fields, unless it is a study for code specs: one
+      that set `structural: []` without turning COLE off (code has no op graph, so it keeps the MLP head on
+      COLE).
 
     Raises SpecError naming the field and any encoding the space does not have, or a graph head on a space
     without op graphs (-> 422, nothing stored)."""
     features = config.features
     given = features.model_fields_set
-    code_study = "structural" in given and not features.structural
-    if space.name in GRAPH_HEAD_SPACES and "kind" not in config.head.model_fields_set and not code_study:
-        config = config.model_copy(update={"head": config.head.model_copy(update={"kind": GRAPH_HEAD})})
+    code_study = "structural" in given and not features.structural and features.cole
+    if space.name in GRAPH_HEAD_SPACES and not code_study:
+        if "kind" not in config.head.model_fields_set:
+            config = config.model_copy(update={"head": config.head.model_copy(update={"kind": GRAPH_HEAD})})
+    if space.name in GRAPH_HEAD_SPACES and not code_study and config.head.kind == GRAPH_HEAD:
         unset = {k: v for k, v in GRAPH_HEAD_SPACES[space.name].items() if k not in given}
         features = features.model_copy(update=unset)
         given = given | set(unset)
@@ -69,4 +73,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
         )
     if features.proxies and "structural_weight" not in given:
         features = features.model_copy(update={"structural_weight": PROXY_STRUCTURAL_WEIGHT})
-    return config.model_copy(update={"features": features})
+    resolved = config.model_copy(update={"features": features})
+    if not resolved.has_input:
+        raise SpecError(f"surrogate: {NO_INPUT} (search space {space.name!r} has no default graph head)")
+    return resolved

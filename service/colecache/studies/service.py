@@ -217,7 +217,7 @@ class StudyService:
                 if isinstance(spec, CodeSpec) and options.surrogate.uses_graphs:
                     raise SpecError(
                         f"this study's surrogate head {options.surrogate.head.kind!r} reads op graphs, so code specs "
-                        "cannot be used"
+                        'cannot be used (a study for code specs sets "surrogate": {"features": {"structural": []}})'
                     )
                 if isinstance(spec, CodeSpec) and options.surrogate.features.proxies:
                     raise SpecError(
@@ -285,7 +285,8 @@ class StudyService:
             cole = np.stack([item.record.vector for item in outcome.items])
             archs = [item.arch for item in outcome.items]
         else:
-            archs = [get_space(s.space).to_string(s.arch) if isinstance(s, ArchSpec) else None for s in specs]
+            # As the pipeline answers them: the class representative when rendering is canonical.
+            archs = [self._arch_string(s, options.render) if isinstance(s, ArchSpec) else None for s in specs]
         struct = None
         if features.structural:
             space = get_space(study.space)
@@ -303,6 +304,11 @@ class StudyService:
             space = get_space(study.space)
             graphs = [space.op_graph(s.arch) for s in specs]
         return FeatureRows(cole, struct, proxies, graphs, archs)
+
+    @staticmethod
+    def _arch_string(spec: ArchSpec, render_options: RenderOptions) -> str:
+        space = get_space(spec.space)
+        return space.to_string(space.canonical_arch(spec.arch) if render_options.canonical else spec.arch)
 
     async def _space_reference(self, study: StudyRecord, options: StudyOptions) -> SpaceReference | None:
         """Every cell of the space (embeddings from the durable tier, structural encodings), if all are cached.

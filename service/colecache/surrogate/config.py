@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..proxies import PROXIES
 
+NO_INPUT = "the surrogate needs an input: set features.cole, structural or proxies, or a graph head"
 GRAPH_HEADS = ("gin_ensemble",)
 """Heads that read each architecture's op graph (`SearchSpace.op_graph`), not only the feature blocks."""
 
@@ -127,8 +128,15 @@ class SurrogateConfig(BaseModel):
         """Whether the head reads op graphs (then specs need a space with `op_graph`, not code)."""
         return self.head.kind in GRAPH_HEADS
 
+    @property
+    def has_input(self) -> bool:
+        """Whether the head has anything to read: a feature block or the op graphs."""
+        return self.features.blocks or self.uses_graphs
+
     @model_validator(mode="after")
     def _some_input(self) -> SurrogateConfig:
-        if not (self.features.blocks or self.uses_graphs):
-            raise ValueError("the surrogate needs an input: set features.cole, structural or proxies, or a graph head")
+        # An unset head kind may still become a graph head for the study's space (studies/defaults.py
+        # checks again once it is resolved), so only a head named here is held to it.
+        if not self.has_input and "kind" in self.head.model_fields_set:
+            raise ValueError(NO_INPUT)
         return self

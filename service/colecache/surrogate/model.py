@@ -7,13 +7,16 @@ from collections.abc import Sequence
 import numpy as np
 from colecache_client.spaces import OpGraph
 
-from .config import SurrogateConfig
+from .config import NO_INPUT, SurrogateConfig
 from .features import FeatureMap
 from .heads import GraphInputs, Head, make_head
 
 
 class Surrogate:
     def __init__(self, config: SurrogateConfig):
+        """ValueError when the config gives the head nothing to read (no feature block, no graph head)."""
+        if not config.has_input:
+            raise ValueError(NO_INPUT)
         self.config = config
         self.features = FeatureMap(config.features)
         self.head: Head = make_head(config.head, config.seed)
