@@ -156,8 +156,8 @@ def test_graph_head_config_validation():
         SurrogateConfig(features=GRAPH_ONLY, head=HeadConfig(kind="mlp_ensemble"))  # nothing to read
     unresolved = SurrogateConfig(features=GRAPH_ONLY)  # the head kind is unset: the study's space decides
     assert study_surrogate(unresolved, NB201).head.kind == "gin_ensemble"
-    with pytest.raises(SpecError, match=r"^surrogate: the surrogate needs an input.*'nb101' has no default graph"):
-        study_surrogate(unresolved, get_space("nb101"))
+    with pytest.raises(SpecError, match=r"^surrogate: the surrogate needs an input.*'einspace' has no default graph"):
+        study_surrogate(unresolved, get_space("einspace"))
     with pytest.raises(ValueError, match="needs an input"):
         Surrogate(unresolved)
     config = SurrogateConfig(features=GRAPH_ONLY, head=FAST_GIN)

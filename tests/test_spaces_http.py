@@ -134,7 +134,10 @@ def test_studies_refuse_options_and_encodings_their_space_lacks(default_server):
         )
         assert no_path.status_code == 422 and "'path'" in no_path.text and "ops" in no_path.text
         ok = client.post("/studies", json={"name": "x", "space": "nb101"}).json()
-        assert ok["surrogate"]["features"]["structural"] == ["path"]  # the space's default encodings
+        assert ok["surrogate"]["head"]["kind"] == "gin_ensemble" and ok["surrogate"]["features"]["structural"] == []
+        mlp = {"name": "y", "space": "nb101", "surrogate": {"head": {"kind": "mlp_ensemble"}}}
+        ok_mlp = client.post("/studies", json=mlp).json()
+        assert ok_mlp["surrogate"]["features"]["structural"] == ["path"]  # the space's default encodings
         assert [s["name"] for s in client.get("/studies").json()["studies"]].count("x") == 1
 
 

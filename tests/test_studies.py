@@ -215,8 +215,13 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     opted_out = mlp(True, proxies=[])
     assert opted_out.proxies == () and opted_out.structural_weight == 2.0
     assert mlp(False, proxies=["synflow"]).structural_weight == 1.0
-    nb101 = resolve("nb101", False)
-    assert nb101.head.kind == "mlp_ensemble" and nb101.features.structural == ("path",) and nb101.features.cole
+    for name in ("nb101", "darts"):  # graph heads there too (benchmarks/results/surrogate_eval_pools_gin.md)
+        graph = resolve(name, False)
+        assert graph.head.kind == "gin_ensemble" and graph.features.structural == () and not graph.features.cole
+    mlp_nb101 = resolve("nb101", False, head={"kind": "mlp_ensemble"})
+    assert mlp_nb101.features.structural == ("path",) and mlp_nb101.features.cole
+    einspace = resolve("einspace", False)
+    assert einspace.head.kind == "mlp_ensemble" and einspace.features.cole
     with pytest.raises(SpecError, match=r"^surrogate\.features\.proxies: .*'einspace' defines no network"):
         resolve("einspace", False, proxies=["params"])
     with pytest.raises(SpecError, match=r"^surrogate\.features\.structural: .*no encoding\(s\) 'bogus'"):
