@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -250,15 +251,18 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
     }
     fig, axes = plt.subplots(1, len(spaces), figsize=(5.6 * len(spaces), 4.4), squeeze=False)
     for ax, space in zip(axes[0], spaces):
-        for feature, colour in shown.items():
-            points = [(n, summary.get((space, feature, "default", n))) for n in sizes]
+        for (feature, colour), (head, style) in itertools.product(
+            [*shown.items(), ("none", "tab:cyan")], (("default", "-o"), ("gin", "--s"))
+        ):
+            points = [(n, summary.get((space, feature, head, n))) for n in sizes]
             points = [(n, s) for n, s in points if s is not None]
             if not points:
                 continue
             ns = [n for n, _ in points]
             tau = np.array([s["tau"] for _, s in points])
             ci = np.array([s["tau_ci"] for _, s in points])
-            ax.plot(ns, tau, "-o", ms=3, color=colour, label=feature)
+            label = feature if head == "default" else f"gin: {'graph only' if feature == 'none' else feature}"
+            ax.plot(ns, tau, style, ms=3, color=colour, label=label)
             ax.fill_between(ns, tau - ci, tau + ci, color=colour, alpha=0.12)
         for n, t in PUBLISHED.get(space, {}).items():
             ax.scatter(
