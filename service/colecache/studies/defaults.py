@@ -1,5 +1,6 @@
 """What a new study uses unless it says otherwise: the configuration chosen by the offline evaluation
-(benchmarks/results/surrogate_eval.md). The head and features default to `SurrogateConfig()`."""
+(benchmarks/results/surrogate_eval.md, surrogate_targets.md, surrogate_eval_pools_gin.md). The head and features
+default to `SurrogateConfig()`, except in GRAPH_HEAD_SPACES (NB201, NB101, DARTS: a GIN on the op graph)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     - unset proxies become all of `PROXIES` when `proxies_cached` (every network of the space is scored
       already: `colecache proxies --space ...`) and the study has structural encodings (one without is
       a study for code specs, which have no network to score). Measured on NB201 (issue-10 protocol, 20
-      draws, n = 128): Kendall tau 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668 without
-      (benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
+      draws, n = 128): Kendall tau 0.785 / 0.774 / 0.753 against 0.753 / 0.747 / 0.722 without, for the
+      graph head (the MLP on COLE + path: 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668;
+      benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
       server would spend ~0.5 s of CPU per network it is asked to predict;
     - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`;
     - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD, and a GRAPH_HEAD study (defaulted or asked
@@ -53,10 +55,10 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     if space.name in GRAPH_HEAD_SPACES and not code_study:
         if "kind" not in config.head.model_fields_set:
             config = config.model_copy(update={"head": config.head.model_copy(update={"kind": GRAPH_HEAD})})
-    if space.name in GRAPH_HEAD_SPACES and not code_study and config.head.kind == GRAPH_HEAD:
-        unset = {k: v for k, v in GRAPH_HEAD_SPACES[space.name].items() if k not in given}
-        features = features.model_copy(update=unset)
-        given = given | set(unset)
+        if config.head.kind == GRAPH_HEAD:
+            unset = {k: v for k, v in GRAPH_HEAD_SPACES[space.name].items() if k not in given}
+            features = features.model_copy(update=unset)
+            given = given | set(unset)
     if "structural" not in given:
         features = features.model_copy(update={"structural": tuple(space.default_encodings)})
     unknown = [kind for kind in features.structural if kind not in space.encodings]
