@@ -288,11 +288,8 @@ class StudyService:
             # As the pipeline answers them: the class representative when rendering is canonical.
             archs = [self._arch_string(s, options.render) if isinstance(s, ArchSpec) else None for s in specs]
         struct = None
-        if features.structural:
-            space = get_space(study.space)
-            struct = np.array(
-                [np.concatenate([space.encode(s.arch, kind) for kind in features.structural]) for s in specs]
-            )
+        if features.structural:  # code specs (no `arch`) only come without structural encodings
+            struct = self._structural(get_space(study.space), options, [s.arch for s in specs])
         proxies = None
         if features.proxies and with_proxies:
             if self.proxies is None:
@@ -394,6 +391,7 @@ class StudyService:
 
     @staticmethod
     def _structural(space, options: StudyOptions, cells: Sequence) -> np.ndarray | None:
+        """(cells, s) structural encodings of `cells` in the study's kinds, None when it uses none."""
         kinds = options.surrogate.features.structural
         if not kinds:
             return None
