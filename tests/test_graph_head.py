@@ -100,6 +100,10 @@ def test_packing_is_symmetric_pools_means_and_sends_unseen_labels_to_one_slot():
     dense = batch.adjacency.to_dense()
     assert torch.equal(dense, dense.T) and dense.sum() == 2 * 3 + 2 * 2 and dense.max() == 1
     assert batch.labels.tolist() == [2, 1, 3, 2, UNSEEN, 3]
+    # By direction: predecessors[target, source] = 1 per distinct directed edge; successors is its transpose.
+    feeds = {tuple(p) for p in batch.predecessors.coalesce().indices().T.tolist()}
+    assert feeds == {(1, 0), (2, 1), (2, 0), (0, 2), (4, 3), (5, 4)}
+    assert torch.equal(batch.successors.to_dense(), batch.predecessors.to_dense().T)
     assert torch.allclose(batch.readout.to_dense().sum(dim=1), torch.ones(2))
     assert batch.onehot().shape == (6, 4)
 
@@ -128,6 +132,23 @@ def test_gin_learns_what_only_the_wiring_tells():
     mean, std = model.predict(None, None, None, graphs[test])
     assert stats.kendalltau(mean, y[test]).statistic > 0.6
     assert np.all(np.isfinite(std)) and std.min() > 0
+
+
+def test_directed_messages_tell_which_way_an_edge_runs():
+    """`a -> b` and `b -> a` are one graph to undirected messages (identical predictions, whatever the labels);
+    directed messages read predecessors and successors apart and learn the difference."""
+    forward = OpGraph(("conv", "pool"), ((0, 1),))
+    backward = OpGraph(("conv", "pool"), ((1, 0),))
+    graphs = [forward, backward] * 10
+    y = np.array([1.0, -1.0] * 10)
+    inputs = GraphInputs(graphs, np.zeros((20, 0)))
+    for messages, apart in (("undirected", False), ("directed", True)):
+        config = FAST_GIN.model_copy(update={"graph_messages": messages, "bootstrap": False})
+        mean, _ = GINEnsemble(config, seed=0).fit(inputs, y).predict(GraphInputs([forward, backward], np.zeros((2, 0))))
+        if apart:
+            assert mean[0] > 0.5 and mean[1] < -0.5
+        else:
+            assert mean[0] == pytest.approx(mean[1], abs=1e-6)
 
 
 def test_gin_is_seeded_joins_side_features_and_predicts_unseen_labels():

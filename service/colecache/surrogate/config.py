@@ -92,6 +92,12 @@ class HeadConfig(BaseModel):
     layers: int = Field(2, ge=1, le=6)
     graph_layers: int = Field(3, ge=1, le=8, description="GIN message-passing layers (gin_ensemble).")
     graph_hidden: int = Field(32, ge=4, le=1024, description="Width of the GIN node states (gin_ensemble).")
+    graph_messages: Literal["undirected", "directed"] = Field(
+        "undirected",
+        description="How a GIN layer reads the neighbours (gin_ensemble): `undirected` sums every neighbour's "
+        "state into the node's own; `directed` gives what feeds the node and what it feeds their own weights "
+        "(the op graph is a DAG, so the two say different things; a new study's graph head takes `directed`).",
+    )
     epochs: int = Field(300, ge=1, le=20000)
     learning_rate: float = Field(3e-3, gt=0, le=1)
     weight_decay: float = Field(1e-4, ge=0, le=1)
@@ -104,7 +110,11 @@ class HeadConfig(BaseModel):
         le=1e4,
         description="Weight of the ranking term in `mse+ranking` (MSE keeps the scale, ranking the order).",
     )
-    bootstrap: bool = Field(True, description="Each member sees its own bootstrap resample.")
+    bootstrap: bool = Field(
+        True,
+        description="Each member sees its own bootstrap resample (off: every member sees every observation and "
+        "members differ by their initialisation; a new study's graph head takes off, studies/defaults.py).",
+    )
 
 
 class SurrogateConfig(BaseModel):

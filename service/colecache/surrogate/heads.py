@@ -187,7 +187,8 @@ class GINEnsemble(MLPEnsemble):
     """M graph isomorphism networks (Xu et al., ICLR 2019) on the op graph, side features joined at the readout.
 
     Per member: `graph_layers` GIN layers `h <- relu(MLP(h + sum of neighbour h))` of width `graph_hidden`
-    over one-hot op labels (messages both ways along the edges), the mean node state per graph, the side
+    over one-hot op labels (messages both ways along the edges; with `graph_messages="directed"` the MLP reads
+    `[h, sum of predecessor h, sum of successor h]`, so direction is not lost), the mean node state per graph, the side
     features (the study's COLE / structural / proxy blocks, as the MLP head gets them) appended, then an MLP
     of `layers` x `hidden` to one output. The GIN-on-op-graph form is the predictor of BRP-NAS (Dudziak et
     al., NeurIPS 2020) and NASLib's `gcn`/`gin` baselines, which the issue-10 anchors come from. Members,
@@ -202,9 +203,10 @@ class GINEnsemble(MLPEnsemble):
     def _init_graph(self, width: int, side: int, generator: torch.Generator):
         cfg = self.config
         sizes = [width] + [cfg.graph_hidden] * cfg.graph_layers
+        reads = 3 if cfg.graph_messages == "directed" else 1  # [own, predecessors, successors] side by side
         gin = []
         for fan_in, fan_out in itertools.pairwise(sizes):
-            gin.append(self._layer(fan_in, fan_out, generator))
+            gin.append(self._layer(fan_in * reads, fan_out, generator))
             gin.append(self._layer(fan_out, fan_out, generator))
         head_sizes = [cfg.graph_hidden + side] + [cfg.hidden] * cfg.layers + [1]
         head = [self._layer(a, b, generator) for a, b in itertools.pairwise(head_sizes)]
@@ -217,17 +219,24 @@ class GINEnsemble(MLPEnsemble):
         flat = h.permute(1, 0, 2).reshape(nodes, members * width)
         return torch.sparse.mm(matrix, flat).reshape(-1, members, width).permute(1, 0, 2)
 
+    def _embed(self, gin, batch: GraphBatch) -> torch.Tensor:
+        """(M, G, graph_hidden) mean node state per graph after the GIN layers `gin`."""
+        h = batch.onehot().expand(self.config.members, -1, -1)
+        directed = self.config.graph_messages == "directed"
+        for first, second in zip(gin[::2], gin[1::2]):
+            if directed:
+                z = torch.cat([h, self._propagate(batch.predecessors, h), self._propagate(batch.successors, h)], 2)
+            else:
+                z = h + self._propagate(batch.adjacency, h)
+            h = torch.relu(torch.baddbmm(second[1], torch.relu(torch.baddbmm(first[1], z, first[0])), second[0]))
+        return self._propagate(batch.readout, h)
+
     def _forward_graphs(self, params, batch: GraphBatch, side: torch.Tensor) -> torch.Tensor:
         """(M, G) outputs for every graph of `batch`."""
         gin, head = params
-        members = self.config.members
-        h = batch.onehot().expand(members, -1, -1)
-        for first, second in zip(gin[::2], gin[1::2]):
-            z = h + self._propagate(batch.adjacency, h)
-            h = torch.relu(torch.baddbmm(second[1], torch.relu(torch.baddbmm(first[1], z, first[0])), second[0]))
-        pooled = self._propagate(batch.readout, h)
+        pooled = self._embed(gin, batch)
         if side.shape[1]:
-            pooled = torch.cat([pooled, side.expand(members, -1, -1)], dim=2)
+            pooled = torch.cat([pooled, side.expand(self.config.members, -1, -1)], dim=2)
         return self._forward(head, pooled)
 
     def fit(self, x: GraphInputs, y: np.ndarray) -> GINEnsemble:
