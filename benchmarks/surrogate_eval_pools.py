@@ -42,6 +42,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from colecache.studies.defaults import GRAPH_HEAD_OPTIONS
 from colecache.surrogate import FeatureConfig, HeadConfig, Surrogate, SurrogateConfig
 from colecache_client.benchmarks import NaslibPool, read_naslib_pool
 from colecache_client.spaces import get_space
@@ -137,10 +138,10 @@ def split(features: str, data: dict[str, np.ndarray]) -> tuple[np.ndarray | None
 
 # --- protocol -----------------------------------------------------------------------------------------
 def run_space(
-    space: str, data, y, features, heads, sizes, folds, seed, progress, log: Path | None = None
+    space: str, data, y, features, heads, sizes, folds, seed, progress, log: Path | None = None, gin_features=None
 ) -> list[dict]:
-    """Every (fold, n, feature set, head) fit; rows already in `log` (a JSON-lines file) are reused, new ones
-    appended as they finish, so a stopped run resumes where it was."""
+    """Every (fold, n, feature set, head) fit (graph heads only on `gin_features`, default all); rows already in
+    `log` (a JSON-lines file) are reused, new ones appended as they finish, so a stopped run resumes where it was."""
     done = {}
     if log is not None and log.is_file():
         for line in log.read_text().splitlines():
@@ -158,6 +159,8 @@ def run_space(
                     graph_head = head.kind == "gin_ensemble"
                     if feature == "none" and not graph_head:
                         continue  # nothing to read without a graph
+                    if graph_head and gin_features is not None and feature not in gin_features:
+                        continue
                     if (space, feature, head_name, n, fold) in done:
                         rows.append(done[(space, feature, head_name, n, fold)])
                         progress()
@@ -208,9 +211,10 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
         "code, all-MiniLM-L6-v2 mean-pooled hidden state 5, PCA-64 fitted on the unlabelled subset); `adjacency`,",
         "`path` = the space's structural encodings; `zc` = NASLib's zero-cost proxies for these architectures",
         "(sign-log, standardised). Heads: `default` = `SurrogateConfig().head` (MLP ensemble, MSE + ranking loss),",
-        "`gp` = Matern 5/2 GP (with `--gp`), `gin` = `gin_ensemble` on the op graphs (with `--gin`; `none` = graph",
-        "only). Published reference (best of GIN / FLAN-family predictors, test sets of thousands of architectures,",
-        "not ours): "
+        "`gp` = Matern 5/2 GP (with `--gp`), `gin` = `gin_ensemble` on the op graphs as a study gets it (with `--gin`;",
+        "no bootstrap, directed messages: studies/defaults.GRAPH_HEAD_OPTIONS; `none` = graph only), `gin-v1` = the",
+        "first graph default (with `--gin-v1`: bootstrap, undirected). Published reference (best of GIN / FLAN-family",
+        "predictors, test sets of thousands of architectures, not ours): "
         + "; ".join(f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces)
         + ".",
     ]
@@ -252,7 +256,7 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
     fig, axes = plt.subplots(1, len(spaces), figsize=(5.6 * len(spaces), 4.4), squeeze=False)
     for ax, space in zip(axes[0], spaces):
         for (feature, colour), (head, style) in itertools.product(
-            [*shown.items(), ("none", "tab:cyan")], (("default", "-o"), ("gin", "--s"))
+            [*shown.items(), ("none", "tab:cyan")], (("default", "-o"), ("gin", "--s"), ("gin-v1", ":^"))
         ):
             points = [(n, summary.get((space, feature, head, n))) for n in sizes]
             points = [(n, s) for n, s in points if s is not None]
@@ -261,7 +265,7 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
             ns = [n for n, _ in points]
             tau = np.array([s["tau"] for _, s in points])
             ci = np.array([s["tau_ci"] for _, s in points])
-            label = feature if head == "default" else f"gin: {'graph only' if feature == 'none' else feature}"
+            label = feature if head == "default" else f"{head}: {'graph only' if feature == 'none' else feature}"
             ax.plot(ns, tau, style, ms=3, color=colour, label=label)
             ax.fill_between(ns, tau - ci, tau + ci, color=colour, alpha=0.12)
         for n, t in PUBLISHED.get(space, {}).items():
@@ -292,6 +296,10 @@ def main(
     features: Annotated[list[str] | None, typer.Option("--features", help="Feature sets; default all.")] = None,
     gp: Annotated[bool, typer.Option(help="Also run every feature set under the GP head.")] = True,
     gin: Annotated[bool, typer.Option(help="Also run every feature set under the GIN head (op graphs).")] = False,
+    gin_v1: Annotated[bool, typer.Option(help="... and under the first GIN default (bootstrap, undirected).")] = False,
+    gin_features: Annotated[
+        list[str] | None, typer.Option("--gin-features", help="Feature sets the GIN heads take; default all.")
+    ] = None,
     npy_dir: Annotated[Path, typer.Option()] = DEFAULT_NPY,
     out: Annotated[Path, typer.Option()] = RESULTS / "surrogate_eval_pools.md",
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
@@ -315,12 +323,20 @@ def main(
     if gp:
         heads["gp"] = HeadConfig(kind="gp")
     if gin:
-        heads["gin"] = HeadConfig(kind="gin_ensemble")
+        heads["gin"] = HeadConfig(kind="gin_ensemble", **GRAPH_HEAD_OPTIONS)
+    if gin_v1:
+        heads["gin-v1"] = HeadConfig(kind="gin_ensemble")
+    graph_features = tuple(gin_features) if gin_features else features_t
     inputs = {}
     for space in spaces_t:
         pool = read_naslib_pool(space)
         inputs[space] = (blocks(pool, npy_dir), np.asarray(pool.accuracy, dtype=np.float64))
-    fits = sum(1 for f in features_t for h in heads.values() if f != "none" or h.kind == "gin_ensemble")
+    fits = sum(
+        1
+        for f in features_t
+        for h in heads.values()
+        if (f in graph_features if h.kind == "gin_ensemble" else f != "none")
+    )
     total = len(spaces_t) * folds * len(sizes_t) * fits
     rows = []
     raw = npy_dir.parent / "surrogate_eval_pools_rows.jsonl"  # raw scores, appended per fit (resumable)
@@ -328,7 +344,7 @@ def main(
     with tqdm(total=total, unit="fit", dynamic_ncols=True) as bar:
         for space in spaces_t:
             data, y = inputs[space]
-            rows += run_space(space, data, y, features_t, heads, sizes_t, folds, seed, bar.update, raw)
+            rows += run_space(space, data, y, features_t, heads, sizes_t, folds, seed, bar.update, raw, graph_features)
     if report_only:  # every space in the log, e.g. after separate runs per space
         rows = [json.loads(line) for line in raw.read_text().splitlines()]
         rows = [r for r in rows if r["features"] in features_t and r["head"] in heads]

@@ -192,6 +192,10 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     assert scored.head.kind == "gin_ensemble" and scored.features.proxies == PROXIES
     assert scored.features.proxy_weight == 3.0 and not scored.features.cole
     assert resolve("nb201", True, head={"epochs": 50}).head.kind == "gin_ensemble"  # other head fields kept
+    # The graph head's own defaults (studies/defaults.GRAPH_HEAD_OPTIONS) fill only what the study left unset.
+    assert not scored.head.bootstrap and scored.head.graph_messages == "directed"
+    asked = resolve("nb201", True, head={"bootstrap": True, "graph_messages": "undirected"}).head
+    assert asked.bootstrap and asked.graph_messages == "undirected"
     with_cole = resolve("nb201", True, cole=True)
     assert with_cole.head.kind == "gin_ensemble" and with_cole.features.cole and with_cole.features.structural == ()
     assert resolve("nb201", True, proxies=[]).features.proxies == ()
@@ -210,6 +214,7 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
         return resolve("nb201", scored, head={"kind": "mlp_ensemble"}, **features).features
 
     assert mlp(False).proxies == () and mlp(False).structural_weight == 2.0 and mlp(False).cole
+    assert resolve("nb201", False, head={"kind": "mlp_ensemble"}).head.bootstrap  # the MLP keeps its bootstrap
     assert mlp(True).proxies == PROXIES and mlp(True).structural_weight == 1.0 and mlp(True).structural == ("path",)
     assert mlp(True).proxy_weight == 8.0 and mlp(True, structural_weight=3).structural_weight == 3.0
     opted_out = mlp(True, proxies=[])
