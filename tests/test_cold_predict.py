@@ -474,6 +474,8 @@ def test_default_studies_take_the_proxies_once_the_whole_space_is_scored(tmp_pat
         assert client.create_study("half", space="toyenum").info.surrogate["features"]["proxies"] == []
 
         assert _references(server)["toyenum"]["proxies"]["cached"] is False  # /info says so, with the command
+        unscored = httpx.get(server.url + "/info").json()["spaces"]["toyenum"]["default_surrogate"]
+        assert unscored["features"]["proxies"] == [] and unscored["features"]["structural_weight"] == 2.0
         assert _references(server)["toyenum"]["proxies"]["command"] == "colecache proxies --space toyenum"
         suite = _references(server)["toyenum"]["proxies"]["suite"]
         assert suite["id"].startswith("zc/2:toyenum:") and suite["inputs"] == "power_law" and suite["batch_size"] > 1
@@ -485,6 +487,8 @@ def test_default_studies_take_the_proxies_once_the_whole_space_is_scored(tmp_pat
             time.sleep(0.5)
         after = client.create_study("after", space="toyenum")
         features = after.info.surrogate["features"]
+        # /info tells what a default study gets now: the same surrogate the study just resolved to.
+        assert httpx.get(server.url + "/info").json()["spaces"]["toyenum"]["default_surrogate"] == after.info.surrogate
         assert features["proxies"] == ["params", "flops", "synflow", "naswot", "jacov", "snip", "grad_norm"]
         assert features["structural_weight"] == 1.0 and features["structural"] == ["widths"]
         assert client.study(after.id).info.surrogate == after.info.surrogate  # stored concrete

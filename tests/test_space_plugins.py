@@ -118,6 +118,11 @@ def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_serve
         assert "toy" in info["spaces"] and info["spaces"]["toy"]["encodings"] == ["widths"]
         assert info["spaces"]["toy"]["op_graph"] is False and info["spaces"]["nb201"]["op_graph"] is True
         assert set(BUILTIN) <= set(info["spaces"])
+        # What a study created now without `surrogate` gets, per space: NB201's graph head, the toy's MLP.
+        assert info["spaces"]["nb201"]["default_surrogate"]["head"]["kind"] == "gin_ensemble"
+        assert info["spaces"]["nb201"]["default_surrogate"]["head"]["graph_messages"] == "directed"
+        toy = info["spaces"]["toy"]["default_surrogate"]
+        assert toy["head"]["kind"] == "mlp_ensemble" and toy["features"]["structural"] == ["widths"]
 
         body = {
             "specs": [{"space": "toy", "arch": "8-16"}, {"space": "toy", "arch": [32, 64, 8]}, "8-16"],

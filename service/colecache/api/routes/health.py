@@ -130,6 +130,16 @@ class ReferenceCheck:
         return {**base, "precomputed": done, "cached": cached, "total": len(keys), "detail": detail}
 
 
+def _default_surrogate(space: SearchSpace, reference: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The surrogate a study created now without `surrogate` gets in this space (studies/defaults.py: the head,
+    its blocks, with the proxies once the whole space is scored); None when no default study can exist there."""
+    cached = bool(((reference or {}).get("proxies") or {}).get("cached"))
+    try:
+        return study_surrogate(SurrogateConfig(), space, cached).model_dump(mode="json")
+    except ValueError:  # a plugin whose default encodings it does not have, or with nothing to read
+        return None
+
+
 async def _proxies_status(services: Services, name: str, space: SearchSpace) -> dict[str, Any]:
     """Whether a default study created now takes the zero-cost proxies (every network of the space scored)."""
     if services.studies is None or services.proxies is None or space.proxy_network() is None:
@@ -236,7 +246,8 @@ async def info(request: Request, services: Services = Depends(get_services)):
     """Also, per enumerable space, `reference`: whether its whole-space reference is cached for the default
     study options (`precomputed`; null while checking or when it cannot apply) and whether every network's
     zero-cost proxies are (`proxies.cached`: what a default study created now takes), re-read at most every
-    `reference_recheck_s` (a minute)."""
+    `reference_recheck_s` (a minute); per space, `default_surrogate`: what a study created now without a
+    `surrogate` resolves to there."""
     settings = services.settings
     references = await reference_check(request).current(services)
     identity = services.backend.identity if services.backend is not None else None
@@ -270,7 +281,11 @@ async def info(request: Request, services: Services = Depends(get_services)):
             },
             "hot_tier": services.cache.hot.name,
             "spaces": {
-                name: {**space.describe(), "reference": references.get(name)}
+                name: {
+                    **space.describe(),
+                    "reference": references.get(name),
+                    "default_surrogate": _default_surrogate(space, references.get(name)),
+                }
                 for name, space in sorted(registered_spaces().items())
             },
             "space_load_errors": dict(SPACE_LOAD_ERRORS),
