@@ -228,6 +228,8 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
                 for n in sizes:
                     s = summary.get((space, feature, head, n))
                     cells.append("–" if s is None else f"{s['tau']:.3f} ± {s['tau_ci']:.3f} / {s['rho']:.3f}")
+                if not any((space, feature, head, n) in summary for n in sizes):
+                    continue  # a combination this run did not fit (`none` under the MLP, `--gin-features`)
                 last = summary.get((space, feature, head, max(sizes)))
                 fit = f"{last['fit_s']:.2f}" if last else "–"
                 lines.append(
