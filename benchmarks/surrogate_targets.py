@@ -213,7 +213,8 @@ def write_plot(path: Path, summary: dict, methods, datasets, sizes) -> None:
         for i, m in enumerate(methods):
             means = [summary.get((d, n, m), (np.nan, 0, 0))[0] for d in datasets]
             errs = [summary.get((d, n, m), (0, np.nan, 0))[1] for d in datasets]
-            ax.bar(x + i * width, means, width, yerr=errs, capsize=2, label=m.replace("zc", "proxies"))
+            colour = plt.cm.tab20(i % 20)  # 14+ methods: the default cycle's 10 colours would repeat
+            ax.bar(x + i * width, means, width, yerr=errs, capsize=2, color=colour, label=m.replace("zc", "proxies"))
         if n in ANCHORS:  # published and targeted only at n = 128 / 256
             ax.axhline(
                 ANCHORS[n], color="black", linestyle="--", linewidth=0.9, label=f"GIN/FLAN {ANCHORS[n]} (C10-valid)"
