@@ -24,8 +24,11 @@ Every member sees every observation (a deep ensemble: members differ by their in
 et al., NeurIPS 2017, as BANANAS' own ensemble does) and the GIN reads predecessors and successors apart.
 NB201 tuning draws (seed 7, CIFAR-100, 5 draws, smoothed Kendall tau at n = 128 / 256): graph alone 0.749 /
 0.772 as before, 0.754 / 0.789 without bootstrap, 0.754 / 0.796 directed too; with the proxies 0.772 / 0.802
--> 0.793 / 0.820 (undirected 0.786 / 0.816). The 20-draw table: benchmarks/results/surrogate_targets.md. The
-fields' own defaults stay the earlier behaviour, so a study stored before keeps fitting as it did."""
+-> 0.793 / 0.820 (undirected 0.786 / 0.816). 20 draws (benchmarks/results/surrogate_targets.md): +0.014 to
++0.025 on all three datasets at n = 128 / 256; NB101 / DARTS +0.03 / +0.04 at n = 128
+(surrogate_eval_pools_gin.md). In search it did worse than the first form: 38.9 evaluations to the CIFAR-100
+optimum on average against 24.4 (medians 23.5 / 21; search/nb201_c100_gin/search.md), still under issue 10's
+55. The fields' own defaults stay the earlier behaviour, so a study stored before keeps fitting as it did."""
 GRAPH_HEAD_SPACES: dict[str, dict] = {
     "nb201": {"cole": False, "structural": (), "proxy_weight": 3.0},
     "nb101": {"cole": False, "structural": ()},
@@ -34,8 +37,8 @@ GRAPH_HEAD_SPACES: dict[str, dict] = {
 """Spaces whose default study head reads op graphs (GRAPH_HEAD), with the feature blocks it then defaults to:
 where that ranked best measured. NB201: benchmarks/results/surrogate_targets.md (issue-10 protocol, 20 draws;
 proxy weight 3 on tuning draws). NB101 / DARTS: benchmarks/results/surrogate_eval_pools_gin.md (NASLib's
-subsets, 20 folds; Kendall tau at n = 128: 0.717 / 0.685 against 0.665 / 0.515 for the MLP on COLE + path,
-whose blocks joined to the graph head pulled it back to 0.677 / 0.513)."""
+subsets, 20 folds; Kendall tau at n = 128: 0.747 / 0.728, first graph form 0.717 / 0.685, against 0.665 /
+0.515 for the MLP on COLE + path, whose blocks joined to the graph head pulled it back to 0.677 / 0.513)."""
 
 
 def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached: bool = False) -> SurrogateConfig:
@@ -45,7 +48,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     - unset proxies become all of `PROXIES` when `proxies_cached` (every network of the space is scored
       already: `colecache proxies --space ...`) and the study has structural encodings (one without is
       a study for code specs, which have no network to score). Measured on NB201 (issue-10 protocol, 20
-      draws, n = 128): Kendall tau 0.785 / 0.774 / 0.753 against 0.753 / 0.747 / 0.722 without, for the
+      draws, n = 128): Kendall tau 0.808 / 0.791 / 0.778 against 0.771 / 0.759 / 0.741 without, for the
       graph head (the MLP on COLE + path: 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668;
       benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
       server would spend ~0.5 s of CPU per network it is asked to predict;
