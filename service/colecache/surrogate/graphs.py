@@ -1,8 +1,8 @@
 """Op graphs (`SearchSpace.op_graph`) packed for message passing: what a graph head reads.
 
 A batch of G graphs becomes one disjoint union: every node's label index, the edges as sparse matrices
-(symmetric, and by direction), and which graph each node belongs to. No dense (G, N, N) tensor, so graph size is bounded
-by the space (the generic `graph` space allows 64 nodes), not by memory.
+(symmetric, and by direction), and which graph each node belongs to. No dense (G, N, N) tensor, so graph
+size is bounded by the space (the generic `graph` space allows 64 nodes), not by memory.
 """
 
 from __future__ import annotations

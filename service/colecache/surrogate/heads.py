@@ -187,13 +187,13 @@ class GINEnsemble(MLPEnsemble):
     """M graph isomorphism networks (Xu et al., ICLR 2019) on the op graph, side features joined at the readout.
 
     Per member: `graph_layers` GIN layers `h <- relu(MLP(h + sum of neighbour h))` of width `graph_hidden`
-    over one-hot op labels (messages both ways along the edges; with `graph_messages="directed"` the MLP reads
-    `[h, sum of predecessor h, sum of successor h]`, so direction is not lost), the mean node state per graph, the side
-    features (the study's COLE / structural / proxy blocks, as the MLP head gets them) appended, then an MLP
-    of `layers` x `hidden` to one output. The GIN-on-op-graph form is the predictor of BRP-NAS (Dudziak et
-    al., NeurIPS 2020) and NASLib's `gcn`/`gin` baselines, which the issue-10 anchors come from. Members,
-    bootstrap, losses and the uncertainty (member spread + out-of-bag noise) are MLPEnsemble's: all
-    members train as one batched network.
+    over one-hot op labels (messages both ways along the edges; with `graph_messages="directed"` the MLP
+    reads `[h, sum of predecessor h, sum of successor h]`, so direction is not lost), the mean node state per
+    graph, the side features (the study's COLE / structural / proxy blocks, as the MLP head gets them)
+    appended, then an MLP of `layers` x `hidden` to one output. The GIN-on-op-graph form is the predictor of
+    BRP-NAS (Dudziak et al., NeurIPS 2020) and NASLib's `gcn`/`gin` baselines, which the issue-10 anchors
+    come from. Members, bootstrap, losses and the uncertainty (member spread + out-of-bag noise) are
+    MLPEnsemble's: all members train as one batched network.
     """
 
     def __init__(self, config: HeadConfig, seed: int = 0):
