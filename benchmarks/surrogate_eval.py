@@ -43,6 +43,10 @@ from scipy import stats
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_NPY = HERE / "out" / "embeddings"
+GIN2 = {"bootstrap": False, "graph_messages": "directed"}
+"""The graph head's second form (`gin2` in the tables): every member on every observation, directed messages.
+Ranks better than the default graph head offline, searched worse (studies/defaults.py says why it is not the
+default)."""
 SIZES = (14, 55, 220, 879)
 POOLINGS = ("mean", "cls", "mean_all_layers", "last_token")
 RENDERS = ("exclude_helper/none", "inline/none", "helper/none", "exclude_helper/comment", "exclude_helper/backbone")

@@ -42,14 +42,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from colecache.studies.defaults import GRAPH_HEAD_OPTIONS
 from colecache.surrogate import FeatureConfig, HeadConfig, Surrogate, SurrogateConfig
 from colecache_client.benchmarks import NaslibPool, read_naslib_pool
 from colecache_client.spaces import get_space
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from surrogate_eval import summarise
+from surrogate_eval import GIN2, summarise
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -212,8 +211,8 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
         "`path` = the space's structural encodings; `zc` = NASLib's zero-cost proxies for these architectures",
         "(sign-log, standardised). Heads: `default` = `SurrogateConfig().head` (MLP ensemble, MSE + ranking loss),",
         "`gp` = Matern 5/2 GP (with `--gp`), `gin` = `gin_ensemble` on the op graphs as a study gets it (with `--gin`;",
-        "no bootstrap, directed messages: studies/defaults.GRAPH_HEAD_OPTIONS; `none` = graph only), `gin-v1` = the",
-        "first graph default (with `--gin-v1`: bootstrap, undirected). Published reference (best of GIN / FLAN-family",
+        "bootstrap members, undirected messages; `none` = graph only), `gin2` = its second form (with `--gin2`:",
+        "every member on every observation, directed messages). Published reference (best of GIN / FLAN-family",
         "predictors, test sets of thousands of architectures, not ours): "
         + "; ".join(f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces)
         + ".",
@@ -258,7 +257,7 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
     fig, axes = plt.subplots(1, len(spaces), figsize=(5.6 * len(spaces), 4.4), squeeze=False)
     for ax, space in zip(axes[0], spaces):
         for (feature, colour), (head, style) in itertools.product(
-            [*shown.items(), ("none", "tab:cyan")], (("default", "-o"), ("gin", "--s"), ("gin-v1", ":^"))
+            [*shown.items(), ("none", "tab:cyan")], (("default", "-o"), ("gin", "--s"), ("gin2", ":^"))
         ):
             points = [(n, summary.get((space, feature, head, n))) for n in sizes]
             points = [(n, s) for n, s in points if s is not None]
@@ -298,7 +297,7 @@ def main(
     features: Annotated[list[str] | None, typer.Option("--features", help="Feature sets; default all.")] = None,
     gp: Annotated[bool, typer.Option(help="Also run every feature set under the GP head.")] = True,
     gin: Annotated[bool, typer.Option(help="Also run every feature set under the GIN head (op graphs).")] = False,
-    gin_v1: Annotated[bool, typer.Option(help="... and under the first GIN default (bootstrap, undirected).")] = False,
+    gin2: Annotated[bool, typer.Option(help="... and under its second form (no bootstrap, directed).")] = False,
     gin_features: Annotated[
         list[str] | None, typer.Option("--gin-features", help="Feature sets the GIN heads take; default all.")
     ] = None,
@@ -325,9 +324,9 @@ def main(
     if gp:
         heads["gp"] = HeadConfig(kind="gp")
     if gin:
-        heads["gin"] = HeadConfig(kind="gin_ensemble", **GRAPH_HEAD_OPTIONS)
-    if gin_v1:
-        heads["gin-v1"] = HeadConfig(kind="gin_ensemble")
+        heads["gin"] = HeadConfig(kind="gin_ensemble")
+    if gin2:
+        heads["gin2"] = HeadConfig(kind="gin_ensemble", **GIN2)
     graph_features = tuple(gin_features) if gin_features else features_t
     inputs = {}
     for space in spaces_t:

@@ -12,13 +12,12 @@ classes, surrogate/smoothing.py):
 - `path`, `path+smooth` (the structural encoding alone, same head);
 - `cole+path+zc|sw=1` and its `+smooth` (zero-cost proxies as a block at weight 8, path at weight 1: the MLP
   study on a scored space; rows only once the whole space's proxies are cached, `colecache proxies`);
-- `gin`, `gin+smooth` (the graph head on each cell's op graph alone, as a study gets it: every member on every
-  observation, directed messages, studies/defaults.GRAPH_HEAD_OPTIONS; the default study while the space's
+- `gin`, `gin+smooth` (the graph head on each cell's op graph alone: the default study while the space's
   proxies are not all cached);
 - `gin+zc|pw=3` and its `+smooth` (the proxies joined at the GIN's readout, weight 3: the default study once
   they are);
-- `ginv1`, `ginv1+zc|pw=3` (the first graph default, until 2026-12-07's second change: bootstrap members,
-  undirected messages).
+- `gin2`, `gin2+zc|pw=3` (the graph head's second form, surrogate_eval.GIN2: every member on every
+  observation, directed messages).
 
 Reference lines in the plot: GIN / FLAN-family predictors on cifar10-valid (0.785 at n=128, 0.849 at n=256; our
 CIFAR-10 column is the 200-epoch test accuracy of training on train+val) and the issue's targets (0.80, 0.86).
@@ -47,19 +46,18 @@ from typing import Annotated
 import numpy as np
 import typer
 from colecache.benchdata import DATASETS, load_nb201
-from colecache.studies.defaults import GRAPH_HEAD_OPTIONS
 from colecache.surrogate import FeatureConfig, HeadConfig, Surrogate, SurrogateConfig
 from colecache.surrogate.smoothing import NeighbourGraph, smooth
 from colecache_client.spaces import get_space
 from proxies_eval import config_for, proxy_matrix
 from scipy import stats
-from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, Inputs, representatives
+from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, GIN2, Inputs, representatives
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SIZES = (128, 256)
-BASES = ("cole+path", "path", "cole+path+zc|sw=1", "ginv1", "ginv1+zc|pw=3", "gin", "gin+zc|pw=3")
-GRAPH_TOKENS = ("gin", "ginv1")
+BASES = ("cole+path", "path", "cole+path+zc|sw=1", "gin", "gin+zc|pw=3", "gin2", "gin2+zc|pw=3")
+GRAPH_TOKENS = ("gin", "gin2")
 DEFAULT_METHOD = "gin+smooth"  # studies/defaults.py: while some network of the space is unscored
 DEFAULT_SCORED = "gin+zc|pw=3+smooth"  # ... and once every one is
 ANCHORS = {128: 0.785, 256: 0.849}  # GIN / FLAN family, NB201 cifar10-valid
@@ -93,14 +91,13 @@ def cached_proxies(table, reps: np.ndarray, npy_dir: Path) -> np.ndarray | None:
 
 
 def study_config(base: str) -> SurrogateConfig:
-    """`gin+cole+zc|pw=6`: a leading `gin` is a study's graph head (`gin_ensemble` with the study defaults
-    GRAPH_HEAD_OPTIONS: no bootstrap, directed messages) reading the op graphs, the blocks after it joined at
-    its readout; `ginv1` the first graph default (bootstrap, undirected: HeadConfig's own field defaults);
-    otherwise the default MLP head on the blocks (proxies_eval.config_for)."""
+    """`gin+cole+zc|pw=6`: a leading `gin` is the graph head (`gin_ensemble`) reading the op graphs, the
+    blocks after it joined at its readout; `gin2` its second form (GIN2); otherwise the default MLP head on the
+    blocks (proxies_eval.config_for)."""
     token = base.split("|")[0].split("+")[0]
     graph = token in GRAPH_TOKENS
     blocks = base.removeprefix(token).removeprefix("+") if graph else base
-    options = GRAPH_HEAD_OPTIONS if token == "gin" else {}
+    options = GIN2 if token == "gin2" else {}
     gin = HeadConfig(kind="gin_ensemble", **options)
     if not blocks:
         return SurrogateConfig(features=FeatureConfig(cole=False, reduce="none", structural=(), proxies=()), head=gin)
@@ -287,8 +284,8 @@ def main(
         "every method). Accuracies: NB201 200-epoch test accuracy (CIFAR-10: trained on train+val; the published "
         "anchors use cifar10-valid). Heads: the MLP ensemble (5 x 2 x 64) on the named blocks, or with a "
         "leading `gin` the GIN ensemble (5 x 3 GIN layers of 32 on each cell's 8-node op graph, the blocks joined "
-        "at its readout; every member on every observation, directed messages) or `ginv1` (bootstrap members, "
-        "undirected messages: the first graph default)"
+        "at its readout; bootstrap members, undirected messages) or `gin2` (its second form: every member on every "
+        "observation, directed messages)"
         f"; COLE = all-MiniLM-L6-v2, `{DEFAULT_COLE}`, PCA-64 on the whole space; `path` = NB201 "
         "path encoding (weight 2); `zc` = the 7 zero-cost proxies (weight 8; `|sw=1`: path at weight 1; `|pw=3`: "
         f"proxies at weight 3); `+smooth` = neighbourhood smoothing {SurrogateConfig().smoothing} on the one-edit "

@@ -120,7 +120,7 @@ def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_serve
         assert set(BUILTIN) <= set(info["spaces"])
         # What a study created now without `surrogate` gets, per space: NB201's graph head, the toy's MLP.
         assert info["spaces"]["nb201"]["default_surrogate"]["head"]["kind"] == "gin_ensemble"
-        assert info["spaces"]["nb201"]["default_surrogate"]["head"]["graph_messages"] == "directed"
+        assert info["spaces"]["nb201"]["default_surrogate"]["head"]["bootstrap"] is True
         toy = info["spaces"]["toy"]["default_surrogate"]
         assert toy["head"]["kind"] == "mlp_ensemble" and toy["features"]["structural"] == ["widths"]
 

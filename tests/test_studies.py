@@ -192,10 +192,11 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     assert scored.head.kind == "gin_ensemble" and scored.features.proxies == PROXIES
     assert scored.features.proxy_weight == 3.0 and not scored.features.cole
     assert resolve("nb201", True, head={"epochs": 50}).head.kind == "gin_ensemble"  # other head fields kept
-    # The graph head's own defaults (studies/defaults.GRAPH_HEAD_OPTIONS) fill only what the study left unset.
-    assert not scored.head.bootstrap and scored.head.graph_messages == "directed"
-    asked = resolve("nb201", True, head={"bootstrap": True, "graph_messages": "undirected"}).head
-    assert asked.bootstrap and asked.graph_messages == "undirected"
+    # The graph head keeps bootstrap members and undirected messages (its second form searched worse); a study
+    # may ask for the second form.
+    assert scored.head.bootstrap and scored.head.graph_messages == "undirected"
+    asked = resolve("nb201", True, head={"bootstrap": False, "graph_messages": "directed"}).head
+    assert not asked.bootstrap and asked.graph_messages == "directed" and asked.kind == "gin_ensemble"
     with_cole = resolve("nb201", True, cole=True)
     assert with_cole.head.kind == "gin_ensemble" and with_cole.features.cole and with_cole.features.structural == ()
     assert resolve("nb201", True, proxies=[]).features.proxies == ()

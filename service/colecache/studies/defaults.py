@@ -18,17 +18,12 @@ STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)
 # (benchmarks/results/proxies.md, tuning draws; benchmarks/results/surrogate_targets.md, 20 draws).
 PROXY_STRUCTURAL_WEIGHT = 1.0
 GRAPH_HEAD = "gin_ensemble"
-GRAPH_HEAD_OPTIONS: dict[str, object] = {"bootstrap": False, "graph_messages": "directed"}
-"""What a new study's graph head (defaulted or asked for, any space) takes for these head fields when unset.
-Every member sees every observation (a deep ensemble: members differ by their initialisation, Lakshminarayanan
-et al., NeurIPS 2017, as BANANAS' own ensemble does) and the GIN reads predecessors and successors apart.
-NB201 tuning draws (seed 7, CIFAR-100, 5 draws, smoothed Kendall tau at n = 128 / 256): graph alone 0.749 /
-0.772 as before, 0.754 / 0.789 without bootstrap, 0.754 / 0.796 directed too; with the proxies 0.772 / 0.802
--> 0.793 / 0.820 (undirected 0.786 / 0.816). 20 draws (benchmarks/results/surrogate_targets.md): +0.014 to
-+0.025 on all three datasets at n = 128 / 256; NB101 / DARTS +0.03 / +0.04 at n = 128
-(surrogate_eval_pools_gin.md). In search it did worse than the first form: 38.9 evaluations to the CIFAR-100
-optimum on average against 24.4 (medians 23.5 / 21; search/nb201_c100_gin/search.md), still under issue 10's
-55. The fields' own defaults stay the earlier behaviour, so a study stored before keeps fitting as it did."""
+# The head's own field defaults (bootstrap members, undirected messages) stay the graph default. Measured against
+# the second form (`bootstrap: false`, `graph_messages: "directed"`): it ranks better offline (NB201 20 draws
+# +0.014 to +0.025 Kendall tau at n = 128 / 256; NB101 / DARTS +0.03 / +0.04 at n = 128) but its members
+# agree away from the data (no out-of-bag noise, no bootstrap spread), and BANANAS with it needed 38.9
+# evaluations to the NB201 CIFAR-100 optimum on average against 24.4 (benchmarks/results/search/nb201_c100_gin2
+# and nb201_c100_gin). Search is what a study is for, so the second form is a study's choice, not the default.
 GRAPH_HEAD_SPACES: dict[str, dict] = {
     "nb201": {"cole": False, "structural": (), "proxy_weight": 3.0},
     "nb101": {"cole": False, "structural": ()},
@@ -37,8 +32,8 @@ GRAPH_HEAD_SPACES: dict[str, dict] = {
 """Spaces whose default study head reads op graphs (GRAPH_HEAD), with the feature blocks it then defaults to:
 where that ranked best measured. NB201: benchmarks/results/surrogate_targets.md (issue-10 protocol, 20 draws;
 proxy weight 3 on tuning draws). NB101 / DARTS: benchmarks/results/surrogate_eval_pools_gin.md (NASLib's
-subsets, 20 folds; Kendall tau at n = 128: 0.747 / 0.728, first graph form 0.717 / 0.685, against 0.665 /
-0.515 for the MLP on COLE + path, whose blocks joined to the graph head pulled it back to 0.677 / 0.513)."""
+subsets, 20 folds; Kendall tau at n = 128: 0.717 / 0.685 (the second form above 0.747 / 0.728) against 0.665
+/ 0.515 for the MLP on COLE + path, whose blocks joined to the graph head pulled it back to 0.677 / 0.513)."""
 
 
 def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached: bool = False) -> SurrogateConfig:
@@ -48,7 +43,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     - unset proxies become all of `PROXIES` when `proxies_cached` (every network of the space is scored
       already: `colecache proxies --space ...`) and the study has structural encodings (one without is
       a study for code specs, which have no network to score). Measured on NB201 (issue-10 protocol, 20
-      draws, n = 128): Kendall tau 0.808 / 0.791 / 0.778 against 0.771 / 0.759 / 0.741 without, for the
+      draws, n = 128): Kendall tau 0.785 / 0.774 / 0.753 against 0.753 / 0.747 / 0.722 without, for the
       graph head (the MLP on COLE + path: 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668;
       benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
       server would spend ~0.5 s of CPU per network it is asked to predict;
@@ -56,8 +51,7 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD, and a GRAPH_HEAD study (defaulted or asked
       for) takes that space's entry for its unset feature fields, unless it is a study for code specs: one
       that set `structural: []` without turning COLE off (code has no op graph, so it keeps the MLP head on
-      COLE);
-    - a GRAPH_HEAD study, in any space, takes GRAPH_HEAD_OPTIONS for its unset head fields.
+      COLE).
 
     Raises SpecError naming the field and any encoding the space does not have, or a graph head on a space
     without op graphs (-> 422, nothing stored)."""
@@ -71,10 +65,6 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
             unset = {k: v for k, v in GRAPH_HEAD_SPACES[space.name].items() if k not in given}
             features = features.model_copy(update=unset)
             given = given | set(unset)
-    if config.head.kind == GRAPH_HEAD:
-        head_given = config.head.model_fields_set
-        options = {k: v for k, v in GRAPH_HEAD_OPTIONS.items() if k not in head_given}
-        config = config.model_copy(update={"head": config.head.model_copy(update=options)})
     if "structural" not in given:
         features = features.model_copy(update={"structural": tuple(space.default_encodings)})
     unknown = [kind for kind in features.structural if kind not in space.encodings]
