@@ -17,7 +17,8 @@ classes, surrogate/smoothing.py):
 - `gin+zc|pw=3` and its `+smooth` (the proxies joined at the GIN's readout, weight 3: the default study once
   they are);
 - `gin2`, `gin2+zc|pw=3` (the graph head's second form, surrogate_eval.GIN2: every member on every
-  observation, directed messages).
+  observation, directed messages); `gindir+zc|pw=3` (directed messages, bootstrap members kept; with
+  the proxies only).
 
 Reference lines in the plot: GIN / FLAN-family predictors on cifar10-valid (0.785 at n=128, 0.849 at n=256; our
 CIFAR-10 column is the 200-epoch test accuracy of training on train+val) and the issue's targets (0.80, 0.86).
@@ -51,13 +52,13 @@ from colecache.surrogate.smoothing import NeighbourGraph, smooth
 from colecache_client.spaces import get_space
 from proxies_eval import config_for, proxy_matrix
 from scipy import stats
-from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, GIN2, Inputs, representatives
+from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, GIN2, GIN_DIRECTED, Inputs, representatives
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SIZES = (128, 256)
-BASES = ("cole+path", "path", "cole+path+zc|sw=1", "gin", "gin+zc|pw=3", "gin2", "gin2+zc|pw=3")
-GRAPH_TOKENS = ("gin", "gin2")
+BASES = ("cole+path", "path", "cole+path+zc|sw=1", "gin", "gin+zc|pw=3", "gin2", "gin2+zc|pw=3", "gindir+zc|pw=3")
+GRAPH_TOKENS = ("gin", "gin2", "gindir")
 DEFAULT_METHOD = "gin+smooth"  # studies/defaults.py: while some network of the space is unscored
 DEFAULT_SCORED = "gin+zc|pw=3+smooth"  # ... and once every one is
 ANCHORS = {128: 0.785, 256: 0.849}  # GIN / FLAN family, NB201 cifar10-valid
@@ -92,12 +93,12 @@ def cached_proxies(table, reps: np.ndarray, npy_dir: Path) -> np.ndarray | None:
 
 def study_config(base: str) -> SurrogateConfig:
     """`gin+cole+zc|pw=6`: a leading `gin` is the graph head (`gin_ensemble`) reading the op graphs, the
-    blocks after it joined at its readout; `gin2` its second form (GIN2); otherwise the default MLP head on the
-    blocks (proxies_eval.config_for)."""
+    blocks after it joined at its readout; `gin2` its second form (GIN2), `gindir` directed messages only
+    (GIN_DIRECTED); otherwise the default MLP head on the blocks (proxies_eval.config_for)."""
     token = base.split("|")[0].split("+")[0]
     graph = token in GRAPH_TOKENS
     blocks = base.removeprefix(token).removeprefix("+") if graph else base
-    options = GIN2 if token == "gin2" else {}
+    options = {"gin2": GIN2, "gindir": GIN_DIRECTED}.get(token, {})
     gin = HeadConfig(kind="gin_ensemble", **options)
     if not blocks:
         return SurrogateConfig(features=FeatureConfig(cole=False, reduce="none", structural=(), proxies=()), head=gin)
@@ -285,7 +286,7 @@ def main(
         "anchors use cifar10-valid). Heads: the MLP ensemble (5 x 2 x 64) on the named blocks, or with a "
         "leading `gin` the GIN ensemble (5 x 3 GIN layers of 32 on each cell's 8-node op graph, the blocks joined "
         "at its readout; bootstrap members, undirected messages) or `gin2` (its second form: every member on every "
-        "observation, directed messages)"
+        "observation, directed messages) or `gindir` (directed messages, bootstrap members)"
         f"; COLE = all-MiniLM-L6-v2, `{DEFAULT_COLE}`, PCA-64 on the whole space; `path` = NB201 "
         "path encoding (weight 2); `zc` = the 7 zero-cost proxies (weight 8; `|sw=1`: path at weight 1; `|pw=3`: "
         f"proxies at weight 3); `+smooth` = neighbourhood smoothing {SurrogateConfig().smoothing} on the one-edit "
