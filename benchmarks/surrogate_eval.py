@@ -44,11 +44,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_NPY = HERE / "out" / "embeddings"
 GIN2 = {"bootstrap": False, "graph_messages": "directed"}
-GIN_DIRECTED = {"graph_messages": "directed"}
-"""`gindir` in the tables: directed messages, bootstrap members kept (the default's exploration)."""
 """The graph head's second form (`gin2` in the tables): every member on every observation, directed messages.
 Ranks better than the default graph head offline, searched worse (studies/defaults.py says why it is not the
 default)."""
+GIN_DIRECTED = {"graph_messages": "directed"}
+"""`gindir` in the tables: directed messages, bootstrap members kept (the default's exploration)."""
 SIZES = (14, 55, 220, 879)
 POOLINGS = ("mean", "cls", "mean_all_layers", "last_token")
 RENDERS = ("exclude_helper/none", "inline/none", "helper/none", "exclude_helper/comment", "exclude_helper/backbone")
