@@ -192,9 +192,15 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     assert scored.head.kind == "gin_ensemble" and scored.features.proxies == PROXIES
     assert scored.features.proxy_weight == 3.0 and not scored.features.cole
     assert resolve("nb201", True, head={"epochs": 50}).head.kind == "gin_ensemble"  # other head fields kept
-    # The graph head keeps bootstrap members and undirected messages (its second form searched worse); a study
-    # may ask for the second form.
-    assert scored.head.bootstrap and scored.head.graph_messages == "undirected"
+    # NB201's graph head reads messages directed and keeps bootstrap members (its second form, without
+    # bootstrap, searched worse); NB101 / DARTS keep the head's undirected messages; what a study sets is kept.
+    assert scored.head.bootstrap and scored.head.graph_messages == "directed"
+    assert unscored.head.graph_messages == "directed"
+    assert resolve("nb201", True, head={"graph_messages": "undirected"}).head.graph_messages == "undirected"
+    for space in ("nb101", "darts"):
+        other = resolve(space, False).head
+        assert other.kind == "gin_ensemble" and other.bootstrap and other.graph_messages == "undirected"
+    assert resolve("nb201", True, head={"kind": "mlp_ensemble"}).head.graph_messages == "undirected"  # GIN only
     asked = resolve("nb201", True, head={"bootstrap": False, "graph_messages": "directed"}).head
     assert not asked.bootstrap and asked.graph_messages == "directed" and asked.kind == "gin_ensemble"
     with_cole = resolve("nb201", True, cole=True)

@@ -18,12 +18,14 @@ STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)
 # (benchmarks/results/proxies.md, tuning draws; benchmarks/results/surrogate_targets.md, 20 draws).
 PROXY_STRUCTURAL_WEIGHT = 1.0
 GRAPH_HEAD = "gin_ensemble"
-# The head's own field defaults (bootstrap members, undirected messages) stay the graph default. Measured against
-# the second form (`bootstrap: false`, `graph_messages: "directed"`): it ranks better offline (NB201 20 draws
-# +0.014 to +0.025 Kendall tau at n = 128 / 256; NB101 / DARTS +0.03 / +0.04 at n = 128) but its members
-# agree away from the data (no out-of-bag noise, no bootstrap spread), and BANANAS with it needed 38.9
-# evaluations to the NB201 CIFAR-100 optimum on average against 24.4 (benchmarks/results/search/nb201_c100_gin2
-# and nb201_c100_gin). Search is what a study is for, so the second form is a study's choice, not the default.
+GRAPH_HEAD_OPTIONS: dict[str, dict] = {"nb201": {"graph_messages": "directed"}}
+"""Head fields a GRAPH_HEAD study of the space takes when it leaves them unset, where they measured better than
+the head's own field defaults. NB201: directed messages (bootstrap members kept) ranked +0.009 to +0.013 Kendall
+tau higher at n = 128 (0.798 / 0.783 / 0.766 with the proxies, smoothed; benchmarks/results/surrogate_targets.md,
+`gindir`) and searched as well: BANANAS needed 23.8 evaluations to the CIFAR-100 optimum on average against 24.4
+undirected (benchmarks/results/search/nb201_c100_gindir and nb201_c100_gin). NB101 / DARTS keep undirected
+messages (not measured with this form yet). The second form (`bootstrap: false` too) ranks higher still but its
+members agree away from the data and BANANAS with it needed 38.9 (search/nb201_c100_gin2): a study's choice."""
 GRAPH_HEAD_SPACES: dict[str, dict] = {
     "nb201": {"cole": False, "structural": (), "proxy_weight": 3.0},
     "nb101": {"cole": False, "structural": ()},
@@ -49,9 +51,9 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
       server would spend ~0.5 s of CPU per network it is asked to predict;
     - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`;
     - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD, and a GRAPH_HEAD study (defaulted or asked
-      for) takes that space's entry for its unset feature fields, unless it is a study for code specs: one
-      that set `structural: []` without turning COLE off (code has no op graph, so it keeps the MLP head on
-      COLE).
+      for) takes that space's entry for its unset feature fields (and GRAPH_HEAD_OPTIONS' for its unset head
+      fields), unless it is a study for code specs: one that set `structural: []` without turning COLE off
+      (code has no op graph, so it keeps the MLP head on COLE).
 
     Raises SpecError naming the field and any encoding the space does not have, or a graph head on a space
     without op graphs (-> 422, nothing stored)."""
@@ -62,6 +64,10 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
         if "kind" not in config.head.model_fields_set:
             config = config.model_copy(update={"head": config.head.model_copy(update={"kind": GRAPH_HEAD})})
         if config.head.kind == GRAPH_HEAD:
+            head = config.head
+            options = GRAPH_HEAD_OPTIONS.get(space.name, {})
+            options = {k: v for k, v in options.items() if k not in head.model_fields_set}
+            config = config.model_copy(update={"head": head.model_copy(update=options)})
             unset = {k: v for k, v in GRAPH_HEAD_SPACES[space.name].items() if k not in given}
             features = features.model_copy(update=unset)
             given = given | set(unset)
