@@ -96,8 +96,9 @@ class HeadConfig(BaseModel):
         "undirected",
         description="How a GIN layer reads the neighbours (gin_ensemble): `undirected` sums every neighbour's "
         "state into the node's own; `directed` gives what feeds the node and what it feeds their own weights "
-        "(the op graph is a DAG, so the two say different things). `directed` without bootstrap ranks higher "
-        "offline but searched worse (studies/defaults.py).",
+        "(the op graph is a DAG, so the two say different things). A new NB201 study's graph head takes "
+        "`directed` unless it sets this (studies/defaults.py); `directed` without bootstrap ranks higher still "
+        "offline but searched worse.",
     )
     epochs: int = Field(300, ge=1, le=20000)
     learning_rate: float = Field(3e-3, gt=0, le=1)
