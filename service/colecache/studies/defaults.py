@@ -22,7 +22,7 @@ GRAPH_HEAD_OPTIONS: dict[str, dict] = {"nb201": {"graph_messages": "directed"}}
 """Head fields a GRAPH_HEAD study of the space takes when it leaves them unset, where they measured better than
 the head's own field defaults. NB201: directed messages (bootstrap members kept) ranked +0.009 to +0.013 Kendall
 tau higher at n = 128 (0.798 / 0.783 / 0.766 with the proxies, smoothed; benchmarks/results/surrogate_targets.md,
-`gindir`) and searched as well: BANANAS needed 23.8 evaluations to the CIFAR-100 optimum on average against 24.4
+`gindir`) and searched as well: BANANAS needed 25.7 evaluations to the CIFAR-100 optimum on average against 24.4
 undirected (benchmarks/results/search/nb201_c100_gindir and nb201_c100_gin). NB101 / DARTS keep undirected
 messages (not measured with this form yet). The second form (`bootstrap: false` too) ranks higher still but its
 members agree away from the data and BANANAS with it needed 38.9 (search/nb201_c100_gin2): a study's choice."""
