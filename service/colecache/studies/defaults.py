@@ -45,10 +45,10 @@ def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached:
     - unset proxies become all of `PROXIES` when `proxies_cached` (every network of the space is scored
       already: `colecache proxies --space ...`) and the study has structural encodings (one without is
       a study for code specs, which have no network to score). Measured on NB201 (issue-10 protocol, 20
-      draws, n = 128): Kendall tau 0.785 / 0.774 / 0.753 against 0.753 / 0.747 / 0.722 without, for the
-      graph head (the MLP on COLE + path: 0.766 / 0.754 / 0.733 against 0.720 / 0.711 / 0.668;
-      benchmarks/results/surrogate_targets.md). Never when anything would have to be scored: a cold
-      server would spend ~0.5 s of CPU per network it is asked to predict;
+      draws, n = 128): Kendall tau 0.798 / 0.783 / 0.766 against 0.758 / 0.747 / 0.724 without, for NB201's
+      graph head (the latter: surrogate_targets_gindir.md; the MLP on COLE + path: 0.766 / 0.754 / 0.733
+      against 0.720 / 0.711 / 0.668; benchmarks/results/surrogate_targets.md). Never when anything would
+      have to be scored: a cold server would spend ~0.5 s of CPU per network it is asked to predict;
     - with proxies in (resolved or asked for), an unset structural weight is `PROXY_STRUCTURAL_WEIGHT`;
     - in GRAPH_HEAD_SPACES, an unset `head.kind` is GRAPH_HEAD, and a GRAPH_HEAD study (defaulted or asked
       for) takes that space's entry for its unset feature fields (and GRAPH_HEAD_OPTIONS' for its unset head
