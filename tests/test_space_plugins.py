@@ -121,7 +121,8 @@ def test_pip_installed_plugin_space_is_embedded_and_predicted_by_a_running_serve
         # What a study created now without `surrogate` gets, per space: NB201's graph head, the toy's MLP.
         assert info["spaces"]["nb201"]["default_surrogate"]["head"]["kind"] == "gin_ensemble"
         assert info["spaces"]["nb201"]["default_surrogate"]["head"]["bootstrap"] is True
-        assert info["spaces"]["nb201"]["default_surrogate"]["head"]["graph_messages"] == "directed"
+        for space in ("nb201", "nb101", "darts"):
+            assert info["spaces"][space]["default_surrogate"]["head"]["graph_messages"] == "directed", space
         toy = info["spaces"]["toy"]["default_surrogate"]
         assert toy["head"]["kind"] == "mlp_ensemble" and toy["features"]["structural"] == ["widths"]
 

@@ -192,14 +192,16 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     assert scored.head.kind == "gin_ensemble" and scored.features.proxies == PROXIES
     assert scored.features.proxy_weight == 3.0 and not scored.features.cole
     assert resolve("nb201", True, head={"epochs": 50}).head.kind == "gin_ensemble"  # other head fields kept
-    # NB201's graph head reads messages directed and keeps bootstrap members (its second form, without
-    # bootstrap, searched worse); NB101 / DARTS keep the head's undirected messages; what a study sets is kept.
+    # The graph head reads messages directed and keeps bootstrap members in NB201, NB101 and DARTS (its second
+    # form, without bootstrap, searched worse); what a study sets is kept.
     assert scored.head.bootstrap and scored.head.graph_messages == "directed"
     assert unscored.head.graph_messages == "directed"
     assert resolve("nb201", True, head={"graph_messages": "undirected"}).head.graph_messages == "undirected"
     for space in ("nb101", "darts"):
         other = resolve(space, False).head
-        assert other.kind == "gin_ensemble" and other.bootstrap and other.graph_messages == "undirected"
+        assert other.kind == "gin_ensemble" and other.bootstrap and other.graph_messages == "directed"
+        kept = resolve(space, False, head={"graph_messages": "undirected"}).head
+        assert kept.kind == "gin_ensemble" and kept.graph_messages == "undirected"
     assert resolve("nb201", True, head={"kind": "mlp_ensemble"}).head.graph_messages == "undirected"  # GIN only
     asked = resolve("nb201", True, head={"bootstrap": False, "graph_messages": "directed"}).head
     assert not asked.bootstrap and asked.graph_messages == "directed" and asked.kind == "gin_ensemble"
@@ -234,6 +236,8 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     assert mlp_nb101.features.structural == ("path",) and mlp_nb101.features.cole
     einspace = resolve("einspace", False)
     assert einspace.head.kind == "mlp_ensemble" and einspace.features.cole
+    # A graph head asked for outside the measured spaces keeps the head's own field defaults.
+    assert resolve("einspace", False, head={"kind": "gin_ensemble"}).head.graph_messages == "undirected"
     with pytest.raises(SpecError, match=r"^surrogate\.features\.proxies: .*'einspace' defines no network"):
         resolve("einspace", False, proxies=["params"])
     with pytest.raises(SpecError, match=r"^surrogate\.features\.structural: .*no encoding\(s\) 'bogus'"):

@@ -18,14 +18,18 @@ STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)
 # (benchmarks/results/proxies.md, tuning draws; benchmarks/results/surrogate_targets.md, 20 draws).
 PROXY_STRUCTURAL_WEIGHT = 1.0
 GRAPH_HEAD = "gin_ensemble"
-GRAPH_HEAD_OPTIONS: dict[str, dict] = {"nb201": {"graph_messages": "directed"}}
+GRAPH_HEAD_OPTIONS: dict[str, dict] = {space: {"graph_messages": "directed"} for space in ("nb201", "nb101", "darts")}
 """Head fields a GRAPH_HEAD study of the space takes when it leaves them unset, where they measured better than
-the head's own field defaults. NB201: directed messages (bootstrap members kept) ranked +0.009 to +0.013 Kendall
-tau higher at n = 128 (0.798 / 0.783 / 0.766 with the proxies, smoothed; benchmarks/results/surrogate_targets.md,
-`gindir`) and searched as well: BANANAS needed 25.7 evaluations to the CIFAR-100 optimum on average against 24.4
-undirected (benchmarks/results/search/nb201_c100_gindir and nb201_c100_gin). NB101 / DARTS keep undirected
-messages (not measured with this form yet). The second form (`bootstrap: false` too) ranks higher still but its
-members agree away from the data and BANANAS with it needed 38.9 (search/nb201_c100_gin2): a study's choice."""
+the head's own field defaults: directed messages (bootstrap members kept), in every graph-head space.
+NB201: +0.009 to +0.013 Kendall tau at n = 128 (0.798 / 0.783 / 0.766 with the proxies, smoothed;
+benchmarks/results/surrogate_targets.md, `gindir`) and it searched as well: BANANAS needed 25.7 evaluations to the
+CIFAR-100 optimum on average against 24.4 undirected (benchmarks/results/search/nb201_c100_gindir, nb201_c100_gin).
+NB101 / DARTS (NASLib's subsets, 20 folds, n = 32 / 128 / 256; benchmarks/results/surrogate_eval_pools_gindir.md):
+NB101 0.614 / 0.739 / 0.767 against 0.624 / 0.717 / 0.734, DARTS 0.514 / 0.718 / 0.755 against 0.483 / 0.685 /
+0.730; in pool search BANANAS needed 26.8 evaluations to the NB101 optimum against 30.4 (paired -3.5 [-6.1, -1.1])
+and 35.1 against 37.4 on DARTS (benchmarks/results/search/nb101_gindir, darts_gindir). The second form
+(`bootstrap: false` too) ranks higher still but its members agree away from the data and BANANAS with it needed
+38.9 (search/nb201_c100_gin2): a study's choice."""
 GRAPH_HEAD_SPACES: dict[str, dict] = {
     "nb201": {"cole": False, "structural": (), "proxy_weight": 3.0},
     "nb101": {"cole": False, "structural": ()},
@@ -34,8 +38,9 @@ GRAPH_HEAD_SPACES: dict[str, dict] = {
 """Spaces whose default study head reads op graphs (GRAPH_HEAD), with the feature blocks it then defaults to:
 where that ranked best measured. NB201: benchmarks/results/surrogate_targets.md (issue-10 protocol, 20 draws;
 proxy weight 3 on tuning draws). NB101 / DARTS: benchmarks/results/surrogate_eval_pools_gin.md (NASLib's
-subsets, 20 folds; Kendall tau at n = 128: 0.717 / 0.685 (the second form above 0.747 / 0.728) against 0.665
-/ 0.515 for the MLP on COLE + path, whose blocks joined to the graph head pulled it back to 0.677 / 0.513)."""
+subsets, 20 folds; Kendall tau at n = 128 with undirected messages: 0.717 / 0.685 (directed, the default above:
+0.739 / 0.718) against 0.665 / 0.515 for the MLP on COLE + path, whose blocks joined to the graph head pulled it
+back to 0.677 / 0.513)."""
 
 
 def study_surrogate(config: SurrogateConfig, space: SearchSpace, proxies_cached: bool = False) -> SurrogateConfig:
