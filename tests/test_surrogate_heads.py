@@ -3,8 +3,11 @@ genuinely different ensemble members, a working ranking loss, and whitening that
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
+import torch
 from colecache.surrogate import FeatureConfig, HeadConfig, Surrogate, SurrogateConfig
 from colecache.surrogate.features import FeatureMap
 from colecache.surrogate.heads import MLPEnsemble, make_head
@@ -179,3 +182,45 @@ def test_gp_is_invariant_to_the_scale_of_its_inputs():
     assert far.std() > 0.1 and np.all(std > 0)
     assert stats.kendalltau(near, far).statistic > 0.95
     assert stats.kendalltau(far, yt).statistic > 0.6
+
+
+@pytest.mark.parametrize("kind", ["mlp_ensemble", "gin_ensemble"])
+def test_bayesian_bootstrap_weights_every_observation_differently_per_member(kind):
+    """`bootstrap: "bayesian"`: every member trains on every observation (no out-of-bag cells), under its own
+    Dirichlet weights of mean 1, seeded; members differ from each other and from the equal-weight ensemble."""
+    from colecache.surrogate.heads import GINEnsemble, GraphInputs
+    from colecache_client.spaces import get_space
+
+    config = FAST.model_copy(update={"kind": kind, "bootstrap": "bayesian"})
+    equal = config.model_copy(update={"bootstrap": False})
+    if kind == "gin_ensemble":
+        space = get_space("nb201")
+        rng = random.Random(0)
+        cells = space.dedupe([space.sample(rng) for _ in range(120)])[:40]
+        x = GraphInputs([space.op_graph(c) for c in cells], np.zeros((40, 0), dtype=np.float32))
+        y = np.array([c.ops.count("nor_conv_3x3") - 0.5 * c.ops.count("none") for c in cells], dtype=float)
+        make = GINEnsemble
+    else:
+        x, y = _data(n=40)
+        make = MLPEnsemble
+    head = make(config, seed=3)
+    index, weights = head._resample(40, torch.Generator().manual_seed(0))
+    assert index.shape == weights.shape == (config.members, 40)
+    assert (index == torch.arange(40)).all() and (weights > 0).all()
+    assert torch.allclose(weights.mean(dim=1), torch.ones(config.members))
+    assert not torch.allclose(weights[0], weights[1])
+    head.fit(x, y)
+    again = make(config, seed=3).fit(x, y)
+    flat = make(equal, seed=3).fit(x, y)
+    np.testing.assert_array_equal(head.member_predictions(x), again.member_predictions(x))
+    assert not np.allclose(head.member_predictions(x), flat.member_predictions(x), atol=1e-4)
+    mean, std = head.predict(x)
+    assert np.isfinite(mean).all() and (std > 0).all()
+    assert stats.kendalltau(mean, y).statistic > 0.5
+
+
+def test_bootstrap_accepts_true_false_and_bayesian_only():
+    assert HeadConfig(bootstrap="bayesian").bootstrap == "bayesian"
+    assert HeadConfig(bootstrap=False).bootstrap is False and HeadConfig().bootstrap is True
+    with pytest.raises(ValueError, match="bootstrap"):
+        HeadConfig(bootstrap="sometimes")

@@ -96,9 +96,9 @@ class HeadConfig(BaseModel):
         "undirected",
         description="How a GIN layer reads the neighbours (gin_ensemble): `undirected` sums every neighbour's "
         "state into the node's own; `directed` gives what feeds the node and what it feeds their own weights "
-        "(the op graph is a DAG, so the two say different things). A new NB201 study's graph head takes "
-        "`directed` unless it sets this (studies/defaults.py); `directed` without bootstrap ranks higher still "
-        "offline but searched worse.",
+        "(the op graph is a DAG, so the two say different things). A new NB201, NB101 or DARTS study's graph "
+        "head takes `directed` unless it sets this (studies/defaults.py); `directed` without bootstrap ranks "
+        "higher still offline but searched worse.",
     )
     epochs: int = Field(300, ge=1, le=20000)
     learning_rate: float = Field(3e-3, gt=0, le=1)
@@ -112,10 +112,12 @@ class HeadConfig(BaseModel):
         le=1e4,
         description="Weight of the ranking term in `mse+ranking` (MSE keeps the scale, ranking the order).",
     )
-    bootstrap: bool = Field(
+    bootstrap: bool | Literal["bayesian"] = Field(
         True,
         description="Each member sees its own bootstrap resample (off: every member sees every observation and "
-        "members differ by their initialisation, and the std grows less away from the data).",
+        "members differ by their initialisation, and the std grows less away from the data; `bayesian`: every "
+        "member sees every observation under its own Dirichlet(1) weights, Rubin's Bayesian bootstrap, so no "
+        "member loses the third of the data a resample leaves out).",
     )
 
 

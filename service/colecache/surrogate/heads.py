@@ -77,37 +77,64 @@ class MLPEnsemble:
                 h = torch.relu(h)
         return h.squeeze(-1)
 
-    def _ranking_loss(self, pred: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Pairwise logistic loss on sampled pairs: the better cell of a pair should score higher."""
+    def _ranking_loss(
+        self, pred: torch.Tensor, y: torch.Tensor, generator: torch.Generator, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Pairwise logistic loss on sampled pairs: the better cell of a pair should score higher. With
+        `weights` (M, n) each member draws its pairs' cells in proportion to its own observation weights."""
         members, n = pred.shape
         pairs = min(4096, n * (n - 1))
-        i = torch.randint(0, n, (members, pairs), generator=generator)
-        j = torch.randint(0, n, (members, pairs), generator=generator)
+        if weights is None:
+            i = torch.randint(0, n, (members, pairs), generator=generator)
+            j = torch.randint(0, n, (members, pairs), generator=generator)
+        else:
+            i = torch.multinomial(weights, pairs, replacement=True, generator=generator)
+            j = torch.multinomial(weights, pairs, replacement=True, generator=generator)
         sign = torch.sign(torch.gather(y, 1, i) - torch.gather(y, 1, j))
         margin = torch.gather(pred, 1, i) - torch.gather(pred, 1, j)
         keep = sign != 0
         return torch.nn.functional.softplus(-sign * margin)[keep].mean() if keep.any() else pred.sum() * 0
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> MLPEnsemble:
-        cfg = self.config
         generator = torch.Generator().manual_seed(self.seed)
         n = len(y)
         xt = torch.as_tensor(x, dtype=torch.float32)
         yt = torch.as_tensor(y, dtype=torch.float32)
-        if cfg.bootstrap:
-            index = torch.randint(0, n, (cfg.members, n), generator=generator)
-        else:
-            index = torch.arange(n).expand(cfg.members, n)
+        index, weights = self._resample(n, generator)
         xb, yb = xt[index], yt[index]  # (M, n, d), (M, n)
         params = self._init(x.shape[1], generator)
-        self._train([p for pair in params for p in pair], lambda: self._forward(params, xb), yb, generator)
+        self._train([p for pair in params for p in pair], lambda: self._forward(params, xb), yb, generator, weights)
         self.weights = [(w.detach(), b.detach()) for w, b in params]
         self._calibrate(lambda: self._forward(self.weights, xb), yb)
-        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
+        out_of_bag = index if self.config.bootstrap is True else None
+        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), out_of_bag)
         return self
 
-    def _train(self, tensors: list[torch.Tensor], outputs, yb: torch.Tensor, generator: torch.Generator) -> None:
-        """Full-batch AdamW for `epochs` on the configured loss of `outputs()` (M, n) against `yb` (M, n)."""
+    def _resample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What each member trains on: observation indices (M, n) and per-observation weights (M, n) or None.
+
+        `bootstrap=True`: n draws with replacement per member; False: every observation, equal weights;
+        "bayesian": every observation, weights n * Dirichlet(1, ..., 1) per member (Rubin, Ann. Stat. 1981,
+        drawn as normalised Exp(1) variables), whose mean is 1 like a resample's counts."""
+        members = self.config.members
+        if self.config.bootstrap is True:
+            return torch.randint(0, n, (members, n), generator=generator), None
+        index = torch.arange(n).expand(members, n)
+        if self.config.bootstrap == "bayesian":
+            gamma = -torch.log(torch.rand(members, n, generator=generator).clamp_min(1e-12))
+            return index, gamma / gamma.sum(dim=1, keepdim=True) * n
+        return index, None
+
+    def _train(
+        self,
+        tensors: list[torch.Tensor],
+        outputs,
+        yb: torch.Tensor,
+        generator: torch.Generator,
+        weights: torch.Tensor | None = None,
+    ) -> None:
+        """Full-batch AdamW for `epochs` on the configured loss of `outputs()` (M, n) against `yb` (M, n),
+        each observation counted by `weights` (M, n, mean 1) when given."""
         cfg = self.config
         optimizer = torch.optim.AdamW(tensors, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         for _ in range(cfg.epochs):
@@ -115,9 +142,10 @@ class MLPEnsemble:
             pred = outputs()
             loss = pred.new_zeros(())
             if cfg.loss in ("mse", "mse+ranking"):
-                loss = loss + torch.mean((pred - yb) ** 2)
+                squared = (pred - yb) ** 2
+                loss = loss + torch.mean(squared if weights is None else weights * squared)
             if cfg.loss in ("ranking", "mse+ranking"):
-                loss = loss + cfg.ranking_weight * self._ranking_loss(pred, yb, generator)
+                loss = loss + cfg.ranking_weight * self._ranking_loss(pred, yb, generator, weights)
             loss.backward()
             optimizer.step()
 
@@ -247,18 +275,20 @@ class GINEnsemble(MLPEnsemble):
         batch = GraphBatch.pack(x.graphs, self.vocabulary)
         side = torch.as_tensor(np.asarray(x.side, dtype=np.float32)).reshape(n, -1)
         yt = torch.as_tensor(y, dtype=torch.float32)
-        if cfg.bootstrap:
-            index = torch.randint(0, n, (cfg.members, n), generator=generator)
-        else:
-            index = torch.arange(n).expand(cfg.members, n)
+        index, weights = self._resample(n, generator)
         yb = yt[index]
         params = self._init_graph(batch.width, side.shape[1], generator)
         tensors = [t for part in params for pair in part for t in pair]
-        # Every graph once per step, then each member's bootstrap resample gathered from its outputs.
-        self._train(tensors, lambda: torch.gather(self._forward_graphs(params, batch, side), 1, index), yb, generator)
+
+        def outputs() -> torch.Tensor:
+            """Every graph once per step, then each member's resample gathered from its outputs."""
+            return torch.gather(self._forward_graphs(params, batch, side), 1, index)
+
+        self._train(tensors, outputs, yb, generator, weights)
         self.weights = tuple([(w.detach(), b.detach()) for w, b in part] for part in params)
         self._calibrate(lambda: torch.gather(self._forward_graphs(self.weights, batch, side), 1, index), yb)
-        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), index if cfg.bootstrap else None)
+        out_of_bag = index if cfg.bootstrap is True else None
+        self.noise_var = self._residual_variance(x, np.asarray(y, dtype=np.float64), out_of_bag)
         return self
 
     def member_predictions(self, x: GraphInputs) -> np.ndarray:
