@@ -308,6 +308,18 @@ STUDY_FIELDS = [
 HOSTILE_NUMBERS = [float("nan"), float("inf"), float("-inf"), 2**64, -(2**64), 10**400]
 
 
+def test_a_field_with_several_accepted_types_names_itself_once(default_server):
+    """`surrogate.head.bootstrap` takes true, false or "bayesian": a bad value is one error on that field that
+    lists the choices (not one per branch of the union, with `.bool` / `.literal[...]` on the field name)."""
+    with default_server.client() as client:
+        count = len(client.get("/studies").json()["studies"])
+        for value in ("sometimes", 1, None, ["bayesian"]):
+            response = _send(client, "POST", "/studies", _set(STUDY_BODY, ("surrogate", "head", "bootstrap"), value))
+            _assert_refused(response, "body.surrogate.head.bootstrap", '"bayesian"')
+            assert len(response.json()["errors"]) == 1, response.text
+        assert len(client.get("/studies").json()["studies"]) == count
+
+
 def test_non_finite_and_huge_numbers_in_every_field_of_study_create_are_422(default_server):
     """NaN, +-Infinity and integers past 64 bits (JSON's `1e400` reads as Infinity), anywhere: a 422 naming the
     field (the old handler echoed the value and could not render it), nothing stored, the connection kept."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..proxies import PROXIES
 
@@ -119,6 +119,14 @@ class HeadConfig(BaseModel):
         "member sees every observation under its own Dirichlet(1) weights, Rubin's Bayesian bootstrap, so no "
         "member loses the third of the data a resample leaves out).",
     )
+
+    @field_validator("bootstrap", mode="before")
+    @classmethod
+    def _bootstrap_choice(cls, value: object) -> object:
+        """One error naming the three choices, not one per branch of the union (`bootstrap.bool`, ...)."""
+        if isinstance(value, bool) or value == "bayesian":
+            return value
+        raise ValueError('expected true, false or "bayesian"')
 
 
 class SurrogateConfig(BaseModel):
