@@ -28,8 +28,9 @@ NB101 / DARTS (NASLib's subsets, 20 folds, n = 32 / 128 / 256; benchmarks/result
 NB101 0.614 / 0.739 / 0.767 against 0.624 / 0.717 / 0.734, DARTS 0.514 / 0.718 / 0.755 against 0.483 / 0.685 /
 0.730; in pool search BANANAS needed 26.8 evaluations to the NB101 optimum against 30.4 (paired -3.5 [-6.1, -1.1])
 and 35.1 against 37.4 on DARTS (benchmarks/results/search/nb101_gindir, darts_gindir). The second form
-(`bootstrap: false` too) ranks higher still but its members agree away from the data and BANANAS with it needed
-38.9 (search/nb201_c100_gin2): a study's choice."""
+(`bootstrap: false` too) and Bayesian-bootstrap members (`bootstrap: "bayesian"`) rank higher still; on NB201 BANANAS
+with the second form needed 38.9 (search/nb201_c100_gin2), and neither has been searched on NB201 against this default
+since (both searched as well or better on the NB101 / DARTS pools): a study's choice until then."""
 GRAPH_HEAD_SPACES: dict[str, dict] = {
     "nb201": {"cole": False, "structural": (), "proxy_weight": 3.0},
     "nb101": {"cole": False, "structural": ()},

@@ -98,7 +98,7 @@ class HeadConfig(BaseModel):
         "state into the node's own; `directed` gives what feeds the node and what it feeds their own weights "
         "(the op graph is a DAG, so the two say different things). A new NB201, NB101 or DARTS study's graph "
         "head takes `directed` unless it sets this (studies/defaults.py); `directed` without bootstrap ranks "
-        "higher still offline but searched worse.",
+        "higher still offline but searched worse on NB201.",
     )
     epochs: int = Field(300, ge=1, le=20000)
     learning_rate: float = Field(3e-3, gt=0, le=1)
