@@ -49,6 +49,9 @@ Ranks better than the default graph head offline, searched worse (studies/defaul
 default)."""
 GIN_DIRECTED = {"graph_messages": "directed"}
 """`gindir` in the tables: directed messages, bootstrap members kept (the default's exploration)."""
+GIN_BAYES = {"graph_messages": "directed", "bootstrap": "bayesian"}
+"""`ginbayes` in the tables: directed messages, every member on every observation under its own Dirichlet(1)
+weights (Bayesian bootstrap, Rubin 1981)."""
 SIZES = (14, 55, 220, 879)
 POOLINGS = ("mean", "cls", "mean_all_layers", "last_token")
 RENDERS = ("exclude_helper/none", "inline/none", "helper/none", "exclude_helper/comment", "exclude_helper/backbone")

@@ -48,7 +48,7 @@ from colecache_client.spaces import get_space
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from surrogate_eval import GIN2, GIN_DIRECTED, summarise
+from surrogate_eval import GIN2, GIN_BAYES, GIN_DIRECTED, summarise
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -213,7 +213,8 @@ def write_markdown(path: Path, summary, spaces, features, heads, sizes, header: 
         "`gp` = Matern 5/2 GP (with `--gp`), `gin` = `gin_ensemble` on the op graphs as a study gets it (with `--gin`;",
         "bootstrap members, undirected messages; `none` = graph only), `gin2` = its second form (with `--gin2`:",
         "every member on every observation, directed messages), `gindir` = directed messages only (with `--gindir`:",
-        "bootstrap members kept). Published reference (best of GIN / FLAN-family",
+        "bootstrap members kept), `ginbayes` = directed messages, Bayesian-bootstrap members (with `--ginbayes`).",
+        "Published reference (best of GIN / FLAN-family",
         "predictors, test sets of thousands of architectures, not ours): "
         + "; ".join(f"{s}: " + ", ".join(f"tau {t} at n={n}" for n, t in PUBLISHED[s].items()) for s in spaces)
         + ".",
@@ -259,7 +260,7 @@ def write_plot(path: Path, summary, spaces, sizes) -> None:
     for ax, space in zip(axes[0], spaces):
         for (feature, colour), (head, style) in itertools.product(
             [*shown.items(), ("none", "tab:cyan")],
-            (("default", "-o"), ("gin", "--s"), ("gin2", ":^"), ("gindir", "-.v")),
+            (("default", "-o"), ("gin", "--s"), ("gin2", ":^"), ("gindir", "-.v"), ("ginbayes", ":D")),
         ):
             points = [(n, summary.get((space, feature, head, n))) for n in sizes]
             points = [(n, s) for n, s in points if s is not None]
@@ -301,6 +302,7 @@ def main(
     gin: Annotated[bool, typer.Option(help="Also run every feature set under the GIN head (op graphs).")] = False,
     gin2: Annotated[bool, typer.Option(help="... and under its second form (no bootstrap, directed).")] = False,
     gindir: Annotated[bool, typer.Option(help="... and with directed messages only (bootstrap kept).")] = False,
+    ginbayes: Annotated[bool, typer.Option(help="... and directed with Bayesian-bootstrap members.")] = False,
     gin_features: Annotated[
         list[str] | None, typer.Option("--gin-features", help="Feature sets the GIN heads take; default all.")
     ] = None,
@@ -332,6 +334,8 @@ def main(
         heads["gin2"] = HeadConfig(kind="gin_ensemble", **GIN2)
     if gindir:
         heads["gindir"] = HeadConfig(kind="gin_ensemble", **GIN_DIRECTED)
+    if ginbayes:
+        heads["ginbayes"] = HeadConfig(kind="gin_ensemble", **GIN_BAYES)
     graph_features = tuple(gin_features) if gin_features else features_t
     inputs = {}
     for space in spaces_t:

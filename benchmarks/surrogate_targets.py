@@ -18,7 +18,8 @@ classes, surrogate/smoothing.py):
   they are, likewise);
 - `gin2`, `gin2+zc|pw=3` (the graph head's second form, surrogate_eval.GIN2: every member on every
   observation, directed messages); `gindir`, `gindir+zc|pw=3` (directed messages, bootstrap members kept:
-  the default study, without / with the proxies).
+  the default study, without / with the proxies); `ginbayes`, `ginbayes+zc|pw=3` (directed messages, every
+  member on every observation under its own Dirichlet(1) weights: `"bootstrap": "bayesian"`).
 
 Reference lines in the plot: GIN / FLAN-family predictors on cifar10-valid (0.785 at n=128, 0.849 at n=256; our
 CIFAR-10 column is the 200-epoch test accuracy of training on train+val) and the issue's targets (0.80, 0.86).
@@ -52,7 +53,16 @@ from colecache.surrogate.smoothing import NeighbourGraph, smooth
 from colecache_client.spaces import get_space
 from proxies_eval import config_for, proxy_matrix
 from scipy import stats
-from surrogate_eval import DATASET_TITLES, DEFAULT_COLE, DEFAULT_NPY, GIN2, GIN_DIRECTED, Inputs, representatives
+from surrogate_eval import (
+    DATASET_TITLES,
+    DEFAULT_COLE,
+    DEFAULT_NPY,
+    GIN2,
+    GIN_BAYES,
+    GIN_DIRECTED,
+    Inputs,
+    representatives,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -68,7 +78,7 @@ BASES = (
     "gindir",
     "gindir+zc|pw=3",
 )
-GRAPH_TOKENS = ("gin", "gin2", "gindir")
+GRAPH_TOKENS = ("gin", "gin2", "gindir", "ginbayes")
 DEFAULT_METHOD = "gindir+smooth"  # studies/defaults.py: while some network of the space is unscored
 DEFAULT_SCORED = "gindir+zc|pw=3+smooth"  # ... and once every one is
 ANCHORS = {128: 0.785, 256: 0.849}  # GIN / FLAN family, NB201 cifar10-valid
@@ -104,11 +114,12 @@ def cached_proxies(table, reps: np.ndarray, npy_dir: Path) -> np.ndarray | None:
 def study_config(base: str) -> SurrogateConfig:
     """`gin+cole+zc|pw=6`: a leading `gin` is the graph head (`gin_ensemble`) reading the op graphs, the
     blocks after it joined at its readout; `gin2` its second form (GIN2), `gindir` directed messages only
-    (GIN_DIRECTED); otherwise the default MLP head on the blocks (proxies_eval.config_for)."""
+    (GIN_DIRECTED), `ginbayes` directed messages with Bayesian-bootstrap members (GIN_BAYES); otherwise the
+    default MLP head on the blocks (proxies_eval.config_for)."""
     token = base.split("|")[0].split("+")[0]
     graph = token in GRAPH_TOKENS
     blocks = base.removeprefix(token).removeprefix("+") if graph else base
-    options = {"gin2": GIN2, "gindir": GIN_DIRECTED}.get(token, {})
+    options = {"gin2": GIN2, "gindir": GIN_DIRECTED, "ginbayes": GIN_BAYES}.get(token, {})
     gin = HeadConfig(kind="gin_ensemble", **options)
     if not blocks:
         return SurrogateConfig(features=FeatureConfig(cole=False, reduce="none", structural=(), proxies=()), head=gin)
@@ -297,7 +308,8 @@ def main(
         "anchors use cifar10-valid). Heads: the MLP ensemble (5 x 2 x 64) on the named blocks, or with a "
         "leading `gin` the GIN ensemble (5 x 3 GIN layers of 32 on each cell's 8-node op graph, the blocks joined "
         "at its readout; bootstrap members, undirected messages) or `gin2` (its second form: every member on every "
-        "observation, directed messages) or `gindir` (directed messages, bootstrap members)"
+        "observation, directed messages) or `gindir` (directed messages, bootstrap members) or `ginbayes` (directed "
+        "messages, Bayesian-bootstrap members)"
         f"; COLE = all-MiniLM-L6-v2, `{DEFAULT_COLE}`, PCA-64 on the whole space; `path` = NB201 "
         "path encoding (weight 2); `zc` = the 7 zero-cost proxies (weight 8; `|sw=1`: path at weight 1; `|pw=3`: "
         f"proxies at weight 3); `+smooth` = neighbourhood smoothing {SurrogateConfig().smoothing} on the one-edit "
