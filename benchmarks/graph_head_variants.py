@@ -1,7 +1,8 @@
 """Graph-head variants on NB201 tuning draws: which head fields are worth a full issue-10 run.
 
 Each variant is a name and head fields (JSON) laid over the reference, the default NB201 graph study before the
-proxies are cached (GIN on the op graph, directed messages, bootstrap members, no other block). Every variant is
+proxies are cached as of 2026-12-07 (GIN on the op graph, directed messages, bootstrap members, no other block;
+Bayesian-bootstrap members since 2026-12-08 are the `bayesian` variant). Every variant is
 fitted on the same draws as the reference (draw seed 7 by default: tuning draws, not surrogate_targets.md's
 reporting draws), test = every other isomorphism class, and compared as a paired difference of Kendall tau, raw
 and after neighbourhood smoothing (surrogate.smoothing, as a study applies it).
