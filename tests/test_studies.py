@@ -192,17 +192,19 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     assert scored.head.kind == "gin_ensemble" and scored.features.proxies == PROXIES
     assert scored.features.proxy_weight == 3.0 and not scored.features.cole
     assert resolve("nb201", True, head={"epochs": 50}).head.kind == "gin_ensemble"  # other head fields kept
-    # The graph head reads messages directed and keeps bootstrap members in NB201, NB101 and DARTS (its second
-    # form, without bootstrap, searched worse); what a study sets is kept.
-    assert scored.head.bootstrap and scored.head.graph_messages == "directed"
-    assert unscored.head.graph_messages == "directed"
+    # The graph head reads messages directed and trains Bayesian-bootstrap members in NB201, NB101 and DARTS (its
+    # second form, equal weights, searched worse on NB201); what a study sets is kept.
+    assert scored.head.bootstrap == "bayesian" and scored.head.graph_messages == "directed"
+    assert unscored.head.bootstrap == "bayesian" and unscored.head.graph_messages == "directed"
     assert resolve("nb201", True, head={"graph_messages": "undirected"}).head.graph_messages == "undirected"
+    assert resolve("nb201", True, head={"bootstrap": True}).head.bootstrap is True  # the earlier default, asked for
     for space in ("nb101", "darts"):
         other = resolve(space, False).head
-        assert other.kind == "gin_ensemble" and other.bootstrap and other.graph_messages == "directed"
+        assert other.kind == "gin_ensemble" and other.bootstrap == "bayesian" and other.graph_messages == "directed"
         kept = resolve(space, False, head={"graph_messages": "undirected"}).head
-        assert kept.kind == "gin_ensemble" and kept.graph_messages == "undirected"
-    assert resolve("nb201", True, head={"kind": "mlp_ensemble"}).head.graph_messages == "undirected"  # GIN only
+        assert kept.kind == "gin_ensemble" and kept.graph_messages == "undirected" and kept.bootstrap == "bayesian"
+    mlp_head = resolve("nb201", True, head={"kind": "mlp_ensemble"}).head  # GIN only
+    assert mlp_head.graph_messages == "undirected" and mlp_head.bootstrap is True
     asked = resolve("nb201", True, head={"bootstrap": False, "graph_messages": "directed"}).head
     assert not asked.bootstrap and asked.graph_messages == "directed" and asked.kind == "gin_ensemble"
     with_cole = resolve("nb201", True, cole=True)
@@ -237,7 +239,8 @@ def test_a_new_studys_unset_fields_resolve_to_the_best_measured_setting():
     einspace = resolve("einspace", False)
     assert einspace.head.kind == "mlp_ensemble" and einspace.features.cole
     # A graph head asked for outside the measured spaces keeps the head's own field defaults.
-    assert resolve("einspace", False, head={"kind": "gin_ensemble"}).head.graph_messages == "undirected"
+    einspace_gin = resolve("einspace", False, head={"kind": "gin_ensemble"}).head
+    assert einspace_gin.graph_messages == "undirected" and einspace_gin.bootstrap is True
     with pytest.raises(SpecError, match=r"^surrogate\.features\.proxies: .*'einspace' defines no network"):
         resolve("einspace", False, proxies=["params"])
     with pytest.raises(SpecError, match=r"^surrogate\.features\.structural: .*no encoding\(s\) 'bogus'"):

@@ -18,19 +18,22 @@ STUDY_EMBEDDER = EmbedOptions(pooling="mean", layer=5)
 # (benchmarks/results/proxies.md, tuning draws; benchmarks/results/surrogate_targets.md, 20 draws).
 PROXY_STRUCTURAL_WEIGHT = 1.0
 GRAPH_HEAD = "gin_ensemble"
-GRAPH_HEAD_OPTIONS: dict[str, dict] = {space: {"graph_messages": "directed"} for space in ("nb201", "nb101", "darts")}
+GRAPH_HEAD_OPTIONS: dict[str, dict] = {
+    space: {"graph_messages": "directed", "bootstrap": "bayesian"} for space in ("nb201", "nb101", "darts")
+}
 """Head fields a GRAPH_HEAD study of the space takes when it leaves them unset, where they measured better than
-the head's own field defaults: directed messages (bootstrap members kept), in every graph-head space.
-NB201: +0.009 to +0.013 Kendall tau at n = 128 (0.798 / 0.783 / 0.766 with the proxies, smoothed;
-benchmarks/results/surrogate_targets.md, `gindir`) and it searched as well: BANANAS needed 25.7 evaluations to the
-CIFAR-100 optimum on average against 24.4 undirected (benchmarks/results/search/nb201_c100_gindir, nb201_c100_gin).
-NB101 / DARTS (NASLib's subsets, 20 folds, n = 32 / 128 / 256; benchmarks/results/surrogate_eval_pools_gindir.md):
-NB101 0.614 / 0.739 / 0.767 against 0.624 / 0.717 / 0.734, DARTS 0.514 / 0.718 / 0.755 against 0.483 / 0.685 /
-0.730; in pool search BANANAS needed 26.8 evaluations to the NB101 optimum against 30.4 (paired -3.5 [-6.1, -1.1])
-and 35.1 against 37.4 on DARTS (benchmarks/results/search/nb101_gindir, darts_gindir). The second form
-(`bootstrap: false` too) and Bayesian-bootstrap members (`bootstrap: "bayesian"`) rank higher still; on NB201 BANANAS
-with the second form needed 38.9 (search/nb201_c100_gin2), and neither has been searched on NB201 against this default
-since (both searched as well or better on the NB101 / DARTS pools): a study's choice until then."""
+the head's own field defaults: directed messages and Bayesian-bootstrap members (every member on every
+observation under its own Dirichlet(1) weights), in every graph-head space (since 2026-12-08).
+NB201, with the proxies, smoothed, n = 128 / 256 (issue-10 protocol, surrogate_targets_bayesian.md): CIFAR-10
+0.807 / 0.835, CIFAR-100 0.790 / 0.813, ImageNet16-120 0.777 / 0.802 against 0.798 / 0.829, 0.783 / 0.806,
+0.766 / 0.795 with bootstrap resamples (`gindir`; paired gains +0.006 to +0.011, every 95% interval above zero);
+it searched as well: BANANAS needed 29.1 [22.9, 35.8] evaluations to the CIFAR-100 optimum against 25.7
+[20.3, 30.9] (not paired, inside both intervals; benchmarks/results/search/nb201_c100_bayesian,
+nb201_c100_gindir). NB101 / DARTS pools (search/nb101_bayesian, darts_bayesian): 25.1 against 26.8 evaluations
+(paired -1.7 [-3.6, +0.2]) and 30.6 against 35.1 (paired -4.6 [-8.5, -0.9]). Directed messages against
+undirected: +0.009 to +0.013 Kendall tau on NB201 at n = 128, NB101 0.739 against 0.717 and DARTS 0.718 against
+0.685 at n = 128 (surrogate_eval_pools_gindir.md). The second form (`bootstrap: false`) ranks about as high but
+searched worse on NB201 (38.9, search/nb201_c100_gin2): its members agree away from the data."""
 GRAPH_HEAD_SPACES: dict[str, dict] = {
     "nb201": {"cole": False, "structural": (), "proxy_weight": 3.0},
     "nb101": {"cole": False, "structural": ()},
